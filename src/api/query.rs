@@ -1,0 +1,246 @@
+//! PromQL endpoints: `/api/v1/query`, `/api/v1/query_range`,
+//! `/api/v1/format_query`, `/api/v1/parse_query`.
+//!
+//! Queries run on blocking threads (evaluation is CPU-bound and
+//! synchronous), at most `query.concurrency_max` at once; a query waiting
+//! longer than its timeout for a slot fails with 503 like a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::params::Params;
+use super::{success, success_raw, ApiError, AppState};
+use crate::promql::{self, QueryError, QueryOpts, SeriesSamples, Storage, StorageError};
+use crate::tsdb::{Db, Matcher};
+
+/// Most points a range query may return per series, as in Prometheus.
+pub const RANGE_POINTS_MAX: i64 = 11_000;
+
+/// The TSDB seen through the engine's storage interface.
+pub struct TsdbStorage {
+    /// The replica.
+    pub db: Arc<Db>,
+    /// Most samples one query may load.
+    pub samples_max: usize,
+}
+
+impl Storage for TsdbStorage {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StorageError> {
+        let series = self
+            .db
+            .select(matchers, mint, maxt, self.samples_max)
+            .map_err(|e| StorageError::new(e.to_string()))?;
+        Ok(series
+            .into_iter()
+            .map(|s| SeriesSamples {
+                labels: s.labels,
+                samples: s.samples,
+            })
+            .collect())
+    }
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    let (status, t) = match e.error_type() {
+        "bad_data" => (StatusCode::BAD_REQUEST, "bad_data"),
+        "execution" => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+        "timeout" => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    ApiError {
+        status,
+        error_type: t,
+        message: e.to_string(),
+    }
+}
+
+/// Parses a duration parameter: Prometheus duration (`30s`) or float seconds.
+fn param_duration_ms(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
+    let Some(s) = p.get(key).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(f) = s.parse::<f64>() {
+        if !f.is_finite() || f < 0.0 || f > 9.2e15 {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"{key}\": cannot parse {s:?} to a valid duration"
+            )));
+        }
+        return Ok(Some((f * 1000.0).round() as i64));
+    }
+    crate::config::parse_duration_ms(s)
+        .map(Some)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
+}
+
+fn opts(node: &AppState, p: &Params) -> Result<(QueryOpts, Duration), ApiError> {
+    let max_ms = node.config.query.timeout;
+    let timeout_ms = param_duration_ms(p, "timeout")?
+        .map_or(max_ms, |t| t.min(max_ms))
+        .max(1);
+    let lookback = param_duration_ms(p, "lookback_delta")?.filter(|l| *l > 0);
+    let timeout = Duration::from_millis(timeout_ms as u64);
+    Ok((
+        QueryOpts {
+            lookback_delta_ms: lookback.or(Some(node.config.query.lookback_delta)),
+            timeout: Some(timeout),
+        },
+        timeout,
+    ))
+}
+
+enum Kind {
+    Instant { time: i64 },
+    Range { start: i64, end: i64, step: i64 },
+}
+
+async fn run(node: AppState, expr: String, kind: Kind, qopts: QueryOpts, timeout: Duration, limit: usize) -> Response {
+    let Ok(permit) = tokio::time::timeout(timeout, node.query_slots.clone().acquire_owned()).await else {
+        node.metrics
+            .queries_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error_type: "timeout",
+            message: format!(
+                "query timed out waiting for one of {} query slots",
+                node.config.query.concurrency_max
+            ),
+        }
+        .into_response();
+    };
+    let n = node.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let storage = TsdbStorage {
+            db: n.db.clone(),
+            samples_max: n.config.query.samples_max,
+        };
+        match kind {
+            Kind::Instant { time } => n.engine.instant_query(&storage, &expr, time, qopts),
+            Kind::Range { start, end, step } => n.engine.range_query(&storage, &expr, start, end, step, qopts),
+        }
+    })
+    .await;
+    match res {
+        Ok(Ok(mut r)) => {
+            let mut warnings = std::mem::take(&mut r.warnings);
+            if limit > 0 {
+                let truncated = match &mut r.value {
+                    promql::Value::Vector(v) if v.len() > limit => {
+                        v.truncate(limit);
+                        true
+                    }
+                    promql::Value::Matrix(m) if m.len() > limit => {
+                        m.truncate(limit);
+                        true
+                    }
+                    _ => false,
+                };
+                if truncated {
+                    warnings.push(format!("results truncated due to limit of {limit} series"));
+                }
+            }
+            success_raw(&promql::json::result_data(&r), &warnings, &r.infos)
+        }
+        Ok(Err(e)) => {
+            if matches!(e, QueryError::Timeout(_) | QueryError::TooManySamples(_)) {
+                node.metrics
+                    .queries_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            query_error(e).into_response()
+        }
+        Err(e) => ApiError::internal(format!("query task failed: {e}")).into_response(),
+    }
+}
+
+/// `GET|POST /api/v1/query`
+pub async fn instant(State(node): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = (|| -> Result<_, ApiError> {
+        let p = Params::parse(q.as_deref(), &headers, &body)?;
+        let expr = p
+            .get("query")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?
+            .to_string();
+        let time = p.time("time", chrono::Utc::now().timestamp_millis())?;
+        let (o, timeout) = opts(&node, &p)?;
+        Ok((expr, time, o, timeout, p.limit()?))
+    })();
+    match parsed {
+        Ok((expr, time, o, timeout, limit)) => run(node, expr, Kind::Instant { time }, o, timeout, limit).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET|POST /api/v1/query_range`
+pub async fn range(State(node): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = (|| -> Result<_, ApiError> {
+        let p = Params::parse(q.as_deref(), &headers, &body)?;
+        let expr = p
+            .get("query")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?
+            .to_string();
+        let start = p
+            .get("start")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))?;
+        let start = super::params::parse_time(start)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))?;
+        let end = p
+            .get("end")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))?;
+        let end = super::params::parse_time(end)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))?;
+        if end < start {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"end\": end timestamp must not be before start time",
+            ));
+        }
+        let step =
+            param_duration_ms(&p, "step")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))?;
+        if step <= 0 {
+            return Err(ApiError::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
+        }
+        if (end - start) / step >= RANGE_POINTS_MAX {
+            return Err(ApiError::bad_data(format!("exceeded maximum resolution of {RANGE_POINTS_MAX} points per timeseries. Try decreasing the query resolution (?step=XX)")));
+        }
+        let (o, timeout) = opts(&node, &p)?;
+        Ok((expr, start, end, step, o, timeout, p.limit()?))
+    })();
+    match parsed {
+        Ok((expr, start, end, step, o, timeout, limit)) => {
+            run(node, expr, Kind::Range { start, end, step }, o, timeout, limit).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET|POST /api/v1/format_query`: the query, pretty-printed.
+pub async fn format_query(RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let run = || -> Result<Response, ApiError> {
+        let p = Params::parse(q.as_deref(), &headers, &body)?;
+        let expr = p.get("query").unwrap_or("");
+        let e = promql_parser::parser::parse(expr)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+        Ok(success(e.prettify(), &[]))
+    };
+    run().unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET|POST /api/v1/parse_query`: the query's syntax tree as JSON.
+pub async fn parse_query(RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let run = || -> Result<Response, ApiError> {
+        let p = Params::parse(q.as_deref(), &headers, &body)?;
+        let expr = p.get("query").unwrap_or("");
+        let e = promql_parser::parser::parse(expr)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+        Ok(success(&e, &[]))
+    };
+    run().unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,248 @@
+//! Health, readiness, build and TSDB status, the replica digest and
+//! `/metrics`.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{success, ApiError, AppState};
+use crate::metrics::{counter, gauge, resident_memory_bytes};
+
+/// `GET /-/healthy`: the process is up.
+pub async fn healthy() -> Response {
+    (StatusCode::OK, "Promraft is Healthy.\n").into_response()
+}
+
+/// `GET /-/ready`: the node knows a leader and has applied what it knows
+/// to be committed, so it can serve reads and accept writes.
+pub async fn ready(State(node): State<AppState>) -> Response {
+    if node.is_ready() {
+        (StatusCode::OK, "Promraft is Ready.\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable: no leader known or log not yet applied\n",
+        )
+            .into_response()
+    }
+}
+
+/// `GET /api/v1/status/buildinfo`. `version` is the Prometheus API level
+/// promraft implements, which is what Grafana reads to pick features;
+/// promraft's own version is in `promraftVersion`.
+pub async fn buildinfo() -> Response {
+    success(
+        json!({
+            "version": "3.0.0",
+            "revision": env!("CARGO_PKG_VERSION"),
+            "branch": "main",
+            "buildUser": "promraft",
+            "buildDate": "",
+            "goVersion": "n/a (promraft is written in Rust)",
+            "application": "promraft",
+            "promraftVersion": env!("CARGO_PKG_VERSION"),
+        }),
+        &[],
+    )
+}
+
+#[derive(Serialize)]
+struct NameValue {
+    name: String,
+    value: usize,
+}
+
+fn nv(v: Vec<(String, usize)>) -> Vec<NameValue> {
+    v.into_iter().map(|(name, value)| NameValue { name, value }).collect()
+}
+
+/// `GET /api/v1/status/tsdb`
+pub async fn tsdb(State(node): State<AppState>) -> Response {
+    let s = node.db.status();
+    let (min, max) = if s.num_series == 0 {
+        (i64::MAX, i64::MIN)
+    } else {
+        (s.min_time, s.max_time)
+    };
+    success(
+        json!({
+            "headStats": {
+                "numSeries": s.num_series,
+                "numLabelPairs": s.series_by_label_pair.len(),
+                "chunkCount": 0,
+                "minTime": min,
+                "maxTime": max,
+            },
+            "seriesCountByMetricName": nv(s.series_by_metric),
+            "labelValueCountByLabelName": nv(s.values_by_label_name),
+            "memoryInBytesByLabelName": [],
+            "seriesCountByLabelValuePair": nv(s.series_by_label_pair),
+        }),
+        &[],
+    )
+}
+
+/// `GET /api/v1/status/digest`: a hash of this replica's content and the
+/// applied index it belongs to. Replicas at the same index must agree.
+pub async fn digest(State(node): State<AppState>) -> Response {
+    let db = node.db.clone();
+    let applied = node.applied.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        // The digest is taken under the head lock; the applied index is
+        // published just after apply. Retry until both agree.
+        for _ in 0..100 {
+            let before = applied.borrow().index;
+            let d = db.digest()?;
+            if applied.borrow().index == before {
+                return Ok::<_, crate::tsdb::Error>(Some((d, before)));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+    match res {
+        Ok(Ok(Some((d, index)))) => success(
+            json!({"digest": d.digest, "series": d.series, "samples": d.samples, "appliedIndex": index}),
+            &[],
+        ),
+        Ok(Ok(None)) => ApiError::unavailable("writes kept changing the data; retry").into_response(),
+        Ok(Err(e)) => ApiError::internal(e.to_string()).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+/// `GET /metrics`: the node's own metrics in the text exposition format.
+pub async fn metrics(State(node): State<AppState>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    let s = node.db.status();
+    counter(
+        &mut out,
+        "promraft_samples_ingested_total",
+        "Samples appended to the TSDB by apply.",
+        s.samples_appended,
+    );
+    out.push_str("# HELP promraft_samples_rejected_total Samples rejected by apply, by reason.\n# TYPE promraft_samples_rejected_total counter\n");
+    for (r, n) in &s.rejected {
+        out.push_str(&format!(
+            "promraft_samples_rejected_total{{reason=\"{}\"}} {n}\n",
+            r.label()
+        ));
+    }
+    gauge(
+        &mut out,
+        "promraft_head_series",
+        "Series in the head.",
+        s.num_series as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_head_memory_bytes",
+        "Approximate heap bytes of the head.",
+        s.heap_bytes as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_storage_disk_bytes",
+        "Bytes of the embedded database on disk (log included).",
+        s.disk_bytes as f64,
+    );
+    let m = node.raft_metrics();
+    gauge(
+        &mut out,
+        "promraft_raft_term",
+        "Current Raft term.",
+        m.current_term as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_is_leader",
+        "1 if this node is the leader.",
+        if m.current_leader == Some(node.config.node_id) {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_last_log_index",
+        "Index of the last log entry.",
+        m.last_log_index.unwrap_or(0) as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_commit_index",
+        "Committed log index.",
+        m.local_committed.map_or(0, |l| l.index) as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_applied_index",
+        "Applied log index.",
+        m.last_applied.map_or(0, |l| l.index) as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_snapshot_index",
+        "Log index of the last checkpoint.",
+        m.snapshot.map_or(0, |l| l.index) as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_log_entries",
+        "Entries in the Raft log (not yet purged).",
+        node.log_entries() as f64,
+    );
+    let ls = &node.log_stats;
+    counter(
+        &mut out,
+        "promraft_raft_log_fsyncs_total",
+        "fsyncs of the Raft log.",
+        ls.fsyncs.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_log_fsync_seconds_total",
+        "Seconds spent in Raft log fsyncs.",
+        ls.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    counter(
+        &mut out,
+        "promraft_raft_log_entries_appended_total",
+        "Entries appended to the Raft log.",
+        ls.entries_appended.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "promraft_raft_log_bytes_appended_total",
+        "Bytes appended to the Raft log.",
+        ls.bytes_appended.load(Ordering::Relaxed),
+    );
+    node.metrics.render(&mut out);
+    if let Some(rss) = resident_memory_bytes() {
+        gauge(
+            &mut out,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss as f64,
+        );
+    }
+    gauge(
+        &mut out,
+        "process_uptime_seconds",
+        "Seconds since the node started.",
+        node.started.elapsed().as_secs_f64(),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

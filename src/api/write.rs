@@ -1,0 +1,129 @@
+//! `POST /api/v1/write`: the remote-write 1.0 receiver.
+//!
+//! Checks headers and size, decodes and validates (pure, in
+//! `remote_write`), commits the valid part through the log, and answers like
+//! Prometheus: 204 when everything was stored, 400 with the first reason
+//! when anything was rejected (the valid samples are kept), 413 / 415 for
+//! oversized or mislabelled bodies, 503 when the node cannot commit.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::remote_write;
+use super::AppState;
+use crate::cluster::batcher::WriteError as CommitError;
+use crate::tsdb::{AppendRequest, Metadata, SeriesSamples};
+
+fn reply(node: &AppState, code: StatusCode, msg: String) -> Response {
+    node.metrics.count_write_response(code.as_u16());
+    if code == StatusCode::NO_CONTENT {
+        return code.into_response();
+    }
+    if code.is_server_error() {
+        tracing::debug!(code = code.as_u16(), %msg, "remote write not committed");
+    }
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{msg}\n"),
+    )
+        .into_response()
+}
+
+/// The remote-write handler.
+pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let limit = node.config.write.body_bytes_max;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !ct.starts_with("application/x-protobuf") {
+            return reply(
+                &node,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content type {ct:?}: remote write 1.0 requires application/x-protobuf"),
+            );
+        }
+    }
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("");
+        if !enc.eq_ignore_ascii_case("snappy") {
+            return reply(
+                &node,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content encoding {enc:?}: remote write 1.0 requires snappy"),
+            );
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        return reply(
+            &node,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {n} bytes exceeds the limit of {limit} bytes"),
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return reply(
+                &node,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds the limit of {limit} bytes"),
+            );
+        }
+    };
+    let decoded = match remote_write::decode(&bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return reply(&node, code, e.to_string());
+        }
+    };
+    let v = remote_write::validate(decoded);
+    node.metrics
+        .samples_invalid
+        .fetch_add((v.samples_rejected + v.histograms_rejected) as u64, Ordering::Relaxed);
+    let req = AppendRequest {
+        series: v
+            .series
+            .into_iter()
+            .map(|s| SeriesSamples {
+                labels: s.labels,
+                samples: s.samples,
+            })
+            .collect(),
+        metadata: v
+            .metadata
+            .into_iter()
+            .map(|m| Metadata {
+                metric_family_name: m.metric_family_name,
+                kind: m.kind.to_string(),
+                help: m.help,
+                unit: m.unit,
+            })
+            .collect(),
+    };
+    let mut first_error = v.rejected.into_iter().next();
+    if !req.series.is_empty() || !req.metadata.is_empty() {
+        match node.batcher.submit(req).await {
+            Ok(res) => {
+                if first_error.is_none() {
+                    first_error = res.first_error;
+                }
+            }
+            Err(e @ (CommitError::Unavailable(_) | CommitError::Overloaded(_))) => {
+                return reply(&node, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
+        }
+    }
+    match first_error {
+        Some(msg) => reply(&node, StatusCode::BAD_REQUEST, msg),
+        None => reply(&node, StatusCode::NO_CONTENT, String::new()),
+    }
+}

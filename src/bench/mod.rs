@@ -1,0 +1,10 @@
+//! Benchmarks behind `promraft bench ...`: synthetic workloads, the
+//! remote-write load generator, and in-process micro-benchmarks.
+//!
+//! `write` drives a running server over its public HTTP API only, so it
+//! measures promraft and Prometheus alike; `head` drives the TSDB's apply
+//! path in-process to measure the ceiling of one core.
+
+pub mod head;
+pub mod workload;
+pub mod write;

@@ -1,0 +1,155 @@
+//! The `promraft` command line: `serve` runs a node, `bench` runs the load
+//! generators and micro-benchmarks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use promraft::config::Config;
+use promraft::node::Node;
+
+#[derive(Parser)]
+#[command(
+    name = "promraft",
+    version,
+    about = "A Prometheus-compatible time-series database replicated with Raft"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node. With no cluster flags, a node initializes itself as a
+    /// one-member cluster on its first start and simply restarts afterwards.
+    Serve(ServeArgs),
+    /// Benchmarks and load generators (figures are printed, not asserted).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// This node's id: a positive integer, unique within the cluster.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Directory for the Raft log and the TSDB (created if missing). Only
+    /// one process may use it at a time.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTP API (remote write, queries, /metrics), host:port.
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Address other nodes use to reach this node's Raft service, host:port.
+    #[arg(long)]
+    raft_addr: Option<String>,
+    /// YAML configuration file; flags given on the command line override it.
+    /// Every option is documented in deploy/promraft.example.yaml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// How long samples are kept, e.g. 15d, 12h (overrides storage.retention).
+    #[arg(long)]
+    retention: Option<String>,
+    /// Accept samples up to this much older than a series' newest sample,
+    /// e.g. 10m; 0s disables (overrides storage.out_of_order_window).
+    #[arg(long)]
+    out_of_order_window: Option<String>,
+    /// Log filter, e.g. info, debug, promraft=debug.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Encode and decode node_exporter-like data with the XOR chunk codec.
+    Chunk {
+        /// Samples to encode.
+        #[arg(long, default_value_t = 1_000_000)]
+        samples: usize,
+    },
+    /// Head appends per second on one core, plus memory per series.
+    Head(promraft::bench::head::HeadBenchArgs),
+    /// Send node_exporter-like series over remote write to any receiver.
+    Write(promraft::bench::write::WriteBenchArgs),
+}
+
+fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
+    let mut c = match &a.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = a.node_id {
+        c.node_id = v;
+    }
+    if let Some(v) = a.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = a.http_addr {
+        c.http_addr = v;
+    }
+    if let Some(v) = a.raft_addr {
+        c.raft_addr = v;
+    }
+    if let Some(v) = a.retention {
+        c.storage.retention =
+            promraft::config::parse_duration_ms(&v).map_err(|e| anyhow::anyhow!("invalid --retention: {e}"))?;
+    }
+    if let Some(v) = a.out_of_order_window {
+        c.storage.out_of_order_window = promraft::config::parse_duration_ms(&v)
+            .map_err(|e| anyhow::anyhow!("invalid --out-of-order-window: {e}"))?;
+    }
+    c.validate()?;
+    Ok((c, a.log_level))
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let (config, log_level) = build_config(a)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log_level).context("invalid --log-level")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
+    let node = Node::start(config).await?;
+    tracing::info!(node_id = node.config.node_id, http = %node.config.http_addr, "serving");
+    let app = promraft::api::router(node.clone());
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    tokio::time::timeout(Duration::from_secs(20), node.shutdown())
+        .await
+        .ok();
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Cmd::Serve(a) => rt.block_on(serve(a)),
+        Cmd::Bench(BenchCmd::Chunk { samples }) => {
+            let r = promraft::tsdb::chunk_bench::bench_chunk(samples);
+            println!("{r}");
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Head(a)) => {
+            promraft::bench::head::run(&a);
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Write(a)) => rt.block_on(async {
+            promraft::bench::write::run(a).await?;
+            Ok(())
+        }),
+    }
+}

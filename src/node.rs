@@ -1,0 +1,247 @@
+//! A running node: storage, Raft, the write batcher and background duties,
+//! wired together from one [`Config`].
+//!
+//! Start-up order matters: the TSDB loads its checkpoint before openraft
+//! starts, so openraft's view of what is applied matches the store; the
+//! log after the checkpoint is then replayed by openraft itself.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::watch;
+
+use crate::cluster::batcher::Batcher;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::raft::log_store::{LogStats, LogStore};
+use crate::raft::network::NoPeers;
+use crate::raft::state_machine::{Applied, StateMachine};
+use crate::raft::{Command, NodeInfo, Raft};
+use crate::tsdb::{Db, HeadOptions};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be opened (in use by another process, unreadable...).
+    #[error("data directory {dir}: {reason}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+    /// Raft failed to start or initialize.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Everything a node runs.
+pub struct Node {
+    /// Configuration in force.
+    pub config: Config,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The local TSDB replica.
+    pub db: Arc<Db>,
+    /// Group-commit batcher for writes.
+    pub batcher: Batcher,
+    /// The node's own metrics.
+    pub metrics: Arc<Metrics>,
+    /// Log disk counters.
+    pub log_stats: Arc<LogStats>,
+    /// Applied index, updated by the state machine.
+    pub applied: watch::Receiver<Applied>,
+    /// When the node started.
+    pub started: Instant,
+    /// The PromQL engine.
+    pub engine: crate::promql::Engine,
+    /// Query slots (`query.concurrency_max`).
+    pub query_slots: Arc<tokio::sync::Semaphore>,
+    log: LogStore,
+}
+
+impl Node {
+    /// Opens storage, starts Raft and, on a node's first start without
+    /// cluster flags, initializes a one-member cluster.
+    pub async fn start(config: Config) -> Result<Arc<Node>, StartError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        let dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| dir_err(&e))?;
+        let sled_db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(config.storage.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| dir_err(&e))?;
+        let opts = HeadOptions {
+            ooo_window_ms: config.storage.out_of_order_window,
+            ..Default::default()
+        };
+        let loaded = Instant::now();
+        let (db, _) = Db::open(&sled_db, opts).map_err(|e| dir_err(&e))?;
+        let db = Arc::new(db);
+        tracing::info!(
+            series = db.head().num_series(),
+            ms = loaded.elapsed().as_millis() as u64,
+            "loaded checkpoint"
+        );
+        let log = LogStore::open(&sled_db).map_err(|e| dir_err(&e))?;
+        let (applied_tx, applied_rx) = watch::channel(Applied::default());
+        let sm = StateMachine::new(db.clone(), Arc::new(applied_tx)).map_err(|e| dir_err(&e))?;
+
+        let rc = openraft::Config {
+            cluster_name: "promraft".into(),
+            heartbeat_interval: config.raft.heartbeat_interval_ms,
+            election_timeout_min: config.raft.election_timeout_min_ms,
+            election_timeout_max: config.raft.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
+            max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
+            install_snapshot_timeout: 60_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(config.node_id, Arc::new(rc), NoPeers, log.clone(), sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?
+        {
+            let me = NodeInfo {
+                raft_addr: config.raft_addr.clone(),
+                http_addr: config.http_addr.clone(),
+            };
+            raft.initialize(BTreeMap::from([(config.node_id, me)]))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            tracing::info!(node_id = config.node_id, "initialized a one-member cluster");
+        }
+
+        let metrics = Arc::new(Metrics::default());
+        let batcher = Batcher::start(raft.clone(), &config.write, metrics.clone());
+        let node = Arc::new(Node {
+            log_stats: log.stats(),
+            raft,
+            db,
+            batcher,
+            metrics,
+            applied: applied_rx,
+            started: Instant::now(),
+            engine: crate::promql::Engine::new(crate::promql::EngineOptions {
+                lookback_delta_ms: config.query.lookback_delta,
+                samples_max: config.query.samples_max,
+                timeout: Duration::from_millis(config.query.timeout as u64),
+            }),
+            query_slots: Arc::new(tokio::sync::Semaphore::new(config.query.concurrency_max)),
+            config,
+            log,
+        });
+        node.spawn_duties();
+        Ok(node)
+    }
+
+    /// The applied index.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.borrow().index
+    }
+
+    /// A copy of openraft's current metrics.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Entries in the Raft log (not yet purged).
+    pub fn log_entries(&self) -> usize {
+        self.log.len()
+    }
+
+    /// True once this node knows a leader and has applied what it committed.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft_metrics();
+        m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
+    }
+
+    fn spawn_duties(self: &Arc<Self>) {
+        // Periodic checkpoints: bound the log replay after a crash.
+        let node = Arc::downgrade(self);
+        let every = Duration::from_millis(self.config.storage.checkpoint_interval as u64);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(n) = node.upgrade() else { return };
+                let m = n.raft_metrics();
+                if m.last_applied.map(|l| l.index) > m.snapshot.map(|l| l.index) {
+                    let _ = n.raft.trigger().snapshot().await;
+                }
+            }
+        });
+        // Retention: the leader proposes a cut-off; every replica applies it
+        // at the same log position, so deletes are identical everywhere.
+        let node = Arc::downgrade(self);
+        let retention = self.config.storage.retention;
+        let every = Duration::from_millis((retention / 10).clamp(1_000, 60_000) as u64);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(n) = node.upgrade() else { return };
+                if !n.raft.is_leader() {
+                    continue;
+                }
+                let now = chrono::Utc::now().timestamp_millis();
+                let cmd = Command::Retention {
+                    cutoff_ms: now - retention,
+                };
+                if let Err(e) = n.raft.client_write(cmd).await {
+                    tracing::warn!(error = %e, "retention entry not committed");
+                }
+            }
+        });
+        // Count leader changes.
+        let node = Arc::downgrade(self);
+        let mut rx = self.raft.metrics();
+        tokio::spawn(async move {
+            let mut leader = rx.borrow_watched().current_leader;
+            while rx.changed().await.is_ok() {
+                let Some(n) = node.upgrade() else { return };
+                let now = rx.borrow_and_update().current_leader;
+                if now != leader {
+                    if now.is_some() {
+                        n.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    leader = now;
+                }
+            }
+        });
+    }
+
+    /// Checkpoints and stops Raft (graceful shutdown).
+    pub async fn shutdown(&self) {
+        let _ = self.raft.trigger().snapshot().await;
+        let target = self.applied_index();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let snap = self.raft_metrics().snapshot.map_or(0, |l| l.index);
+            if snap >= target {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.raft.shutdown().await;
+    }
+}

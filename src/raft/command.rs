@@ -1,0 +1,123 @@
+//! The payload of promraft's log entries and what applying one answers.
+//!
+//! A write entry carries one or more client requests (group commit) encoded
+//! with bincode and compressed with snappy, so an entry stays well below the
+//! size at which sled starts storing values as separate blobs. The layout is
+//! in docs/format/log-entry.md.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tsdb::{AppendRequest, AppendResult};
+
+/// Largest encoded write payload of one entry. sled keeps values up to
+/// about 128 KiB inline; past that each value becomes its own file and
+/// fsync throughput drops by an order of magnitude (measured, DESIGN.md).
+pub const ENTRY_PAYLOAD_BYTES_MAX: usize = 96 * 1024;
+
+/// Largest decoded size of a write payload accepted when reading the log
+/// back, so a corrupt length cannot make apply allocate without bound.
+pub const ENTRY_DECODED_BYTES_MAX: usize = 64 << 20;
+
+/// One log entry's application payload.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Samples and metadata from one or more client requests.
+    Write {
+        /// snappy(bincode(Vec<AppendRequest>)).
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Drop everything older than `cutoff_ms` (proposed by the leader).
+    Retention {
+        /// Cut-off, ms since the epoch.
+        cutoff_ms: i64,
+    },
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Write { payload } => write!(f, "Write({} bytes)", payload.len()),
+            Command::Retention { cutoff_ms } => write!(f, "Retention(before {cutoff_ms})"),
+        }
+    }
+}
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// bincode failed.
+    #[error("log entry encoding: {0}")]
+    Encode(String),
+    /// The bytes are not a valid payload.
+    #[error("corrupt log entry payload: {0}")]
+    Decode(String),
+}
+
+impl Command {
+    /// Encodes requests into one write command.
+    pub fn write(requests: &[AppendRequest]) -> Result<Command, CodecError> {
+        let raw = bincode::serde::encode_to_vec(requests, bincode::config::standard())
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        let payload = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(Command::Write { payload })
+    }
+
+    /// Decodes a write payload.
+    pub fn decode_write(payload: &[u8]) -> Result<Vec<AppendRequest>, CodecError> {
+        let len = snap::raw::decompress_len(payload).map_err(|e| CodecError::Decode(e.to_string()))?;
+        if len > ENTRY_DECODED_BYTES_MAX {
+            return Err(CodecError::Decode(format!(
+                "{len} bytes decoded exceeds {ENTRY_DECODED_BYTES_MAX}"
+            )));
+        }
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(payload)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        let cfg = bincode::config::standard().with_limit::<ENTRY_DECODED_BYTES_MAX>();
+        let (reqs, _) = bincode::serde::decode_from_slice(&raw, cfg).map_err(|e| CodecError::Decode(e.to_string()))?;
+        Ok(reqs)
+    }
+}
+
+/// What applying an entry answered: one result per request in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandResponse {
+    /// Per request, in order.
+    pub results: Vec<AppendResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsdb::{Labels, SeriesSamples};
+
+    #[test]
+    fn write_round_trips_and_rejects_garbage() {
+        let req = AppendRequest {
+            series: vec![SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "up")]),
+                samples: vec![(1, f64::NAN)],
+            }],
+            metadata: vec![],
+        };
+        let Command::Write { payload } = Command::write(std::slice::from_ref(&req)).unwrap() else {
+            panic!()
+        };
+        let back = Command::decode_write(&payload).unwrap();
+        assert_eq!(back[0].series[0].labels, req.series[0].labels);
+        assert!(back[0].series[0].samples[0].1.is_nan());
+        assert!(Command::decode_write(b"\xff\xff\xff\xff\x0fgarbage").is_err());
+        assert!(Command::decode_write(&payload[..payload.len() / 2]).is_err());
+    }
+}

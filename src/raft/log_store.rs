@@ -1,0 +1,288 @@
+//! The Raft log in sled: openraft's `RaftLogStorage`.
+//!
+//! Entries live in the `raft_log` tree under their big-endian index, each
+//! value `[u32 BE crc32][bincode entry]` (docs/format/log-entry.md); the
+//! vote, the committed id and the last purged id live in `raft_meta`.
+//! Durability: `append` inserts the entries and hands the callback to one
+//! flusher thread, which fsyncs once for everything queued since its last
+//! fsync (group fsync) and only then reports the entries flushed, in order.
+//! A vote is fsynced before `save_vote` returns.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use super::{Entry, LogId, TypeConfig, Vote};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"last_purged";
+
+/// Appends waiting for the flusher; past this `append` blocks, which slows
+/// openraft down instead of queueing without bound.
+const FLUSH_QUEUE_MAX: usize = 4096;
+
+/// Counters of the log's disk work, for `/metrics`.
+#[derive(Default, Debug)]
+pub struct LogStats {
+    /// fsyncs done by the flusher.
+    pub fsyncs: AtomicU64,
+    /// Total microseconds spent in those fsyncs.
+    pub fsync_micros: AtomicU64,
+    /// Entries appended.
+    pub entries_appended: AtomicU64,
+    /// Bytes appended.
+    pub bytes_appended: AtomicU64,
+}
+
+/// The log store; clones share everything.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    flusher: std::sync::mpsc::SyncSender<IOFlushed<TypeConfig>>,
+    stats: Arc<LogStats>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn bincode_cfg() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes an entry as stored: CRC then bincode.
+pub fn encode_entry(e: &Entry) -> io::Result<Vec<u8>> {
+    let mut out = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(e, &mut out, bincode_cfg()).map_err(io_err)?;
+    let crc = crc32fast::hash(&out[4..]);
+    out[..4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes a stored entry, checking its CRC.
+pub fn decode_entry(b: &[u8]) -> io::Result<Entry> {
+    if b.len() < 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "log entry shorter than its checksum",
+        ));
+    }
+    let want = u32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
+    let got = crc32fast::hash(&b[4..]);
+    if want != got {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("log entry checksum mismatch: stored {want:08x}, computed {got:08x}"),
+        ));
+    }
+    let (e, _) = bincode::serde::decode_from_slice(&b[4..], bincode_cfg())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log entry: {e}")))?;
+    Ok(e)
+}
+
+impl LogStore {
+    /// Opens the log trees of `db` and starts the flusher thread.
+    pub fn open(db: &sled::Db) -> io::Result<Self> {
+        let log = db.open_tree("raft_log").map_err(io_err)?;
+        let meta = db.open_tree("raft_meta").map_err(io_err)?;
+        let stats = Arc::new(LogStats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<IOFlushed<TypeConfig>>(FLUSH_QUEUE_MAX);
+        let flush_db = db.clone();
+        let flush_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("raft-log-fsync".into())
+            .spawn(move || {
+                // Ends when every LogStore clone is dropped.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        waiting.push(more);
+                    }
+                    let started = Instant::now();
+                    let res = flush_db.flush().map(|_| ()).map_err(io_err);
+                    flush_stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    flush_stats
+                        .fsync_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    for cb in waiting {
+                        let r = match &res {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(io::Error::other(e.to_string())),
+                        };
+                        cb.io_completed(r);
+                    }
+                }
+            })?;
+        Ok(LogStore {
+            db: db.clone(),
+            log,
+            meta,
+            flusher: tx,
+            stats,
+        })
+    }
+
+    /// Disk counters.
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.stats.clone()
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let Some(v) = self.meta.get(key).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let (t, _) = bincode::serde::decode_from_slice(&v, bincode_cfg())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("raft meta {key:?}: {e}")))?;
+        Ok(Some(t))
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
+        let b = bincode::serde::encode_to_vec(v, bincode_cfg()).map_err(io_err)?;
+        self.meta.insert(key, b).map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Number of entries currently in the log.
+    pub fn len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// True when the log holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for kv in self.log.range(start.to_be_bytes()..) {
+            let (k, v) = kv.map_err(io_err)?;
+            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(io_err)?);
+            if !range.contains(&idx) {
+                break;
+            }
+            let e = decode_entry(&v)?;
+            if e.log_id.index != idx {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("log entry under key {idx} has index {}", e.log_id.index),
+                ));
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        let last = match self.log.last().map_err(io_err)? {
+            Some((_, v)) => Some(decode_entry(&v)?.log_id),
+            None => None,
+        };
+        Ok(LogState {
+            last_log_id: last.or(last_purged_log_id),
+            last_purged_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_meta(KEY_VOTE, vote)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush().map(|_| ()).map_err(io_err))
+            .await
+            .map_err(io_err)?
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not fsynced on purpose: losing it only means openraft re-learns the
+        // commit index from the leader or the next election.
+        self.put_meta(KEY_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for e in entries {
+            let v = encode_entry(&e)?;
+            bytes += v.len() as u64;
+            n += 1;
+            batch.insert(&e.log_id.index.to_be_bytes(), v);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        self.stats.entries_appended.fetch_add(n, Ordering::Relaxed);
+        self.stats.bytes_appended.fetch_add(bytes, Ordering::Relaxed);
+        match self.flusher.try_send(callback) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(callback)) => {
+                // The queue is bounded; waiting for room must not block the
+                // runtime. openraft awaits each append, so order is kept.
+                let flusher = self.flusher.clone();
+                tokio::task::spawn_blocking(move || flusher.send(callback))
+                    .await
+                    .map_err(io_err)?
+                    .map_err(|_| io::Error::other("log flusher thread stopped"))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(io::Error::other("log flusher thread stopped")),
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        let mut batch = sled::Batch::default();
+        for k in self.log.range(from.to_be_bytes()..).keys() {
+            batch.remove(k.map_err(io_err)?);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // Record the purge point first: entries at or before it are ignored
+        // from then on, so a crash half-way through deleting is harmless.
+        self.put_meta(KEY_PURGED, &log_id)?;
+        let mut batch = sled::Batch::default();
+        for k in self.log.range(..=log_id.index.to_be_bytes()).keys() {
+            batch.remove(k.map_err(io_err)?);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        Ok(())
+    }
+}
