@@ -74,6 +74,8 @@ enum BenchCmd {
     Head(promraft::bench::head::HeadBenchArgs),
     /// Send node_exporter-like series over remote write to any receiver.
     Write(promraft::bench::write::WriteBenchArgs),
+    /// Time PromQL queries against any Prometheus-compatible HTTP API.
+    Query(promraft::bench::query::QueryBenchArgs),
 }
 
 fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
@@ -147,6 +149,10 @@ fn main() -> anyhow::Result<()> {
             promraft::bench::head::run(&a);
             Ok(())
         }
+        Cmd::Bench(BenchCmd::Query(a)) => rt.block_on(async {
+            promraft::bench::query::run(a).await?;
+            Ok(())
+        }),
         Cmd::Bench(BenchCmd::Write(a)) => rt.block_on(async {
             promraft::bench::write::run(a).await?;
             Ok(())

@@ -22,6 +22,10 @@ use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::{Command, NodeInfo, Raft};
 use crate::tsdb::{Db, HeadOptions};
 
+/// sled cache of the Raft log: only the tail that followers and apply
+/// still read is hot.
+const LOG_CACHE_BYTES: u64 = 16 << 20;
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -77,9 +81,18 @@ impl Node {
             reason: e.to_string(),
         };
         std::fs::create_dir_all(&dir).map_err(|e| dir_err(&e))?;
-        let sled_db = sled::Config::new()
-            .path(dir.join("db"))
+        // The log and the TSDB live in separate sled databases: the log's
+        // churn (append, purge) then never inflates the TSDB's files, and
+        // their fsyncs do not wait on each other.
+        let tsdb_sled = sled::Config::new()
+            .path(dir.join("tsdb"))
             .cache_capacity(config.storage.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| dir_err(&e))?;
+        let log_sled = sled::Config::new()
+            .path(dir.join("log"))
+            .cache_capacity(LOG_CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| dir_err(&e))?;
@@ -88,14 +101,14 @@ impl Node {
             ..Default::default()
         };
         let loaded = Instant::now();
-        let (db, _) = Db::open(&sled_db, opts).map_err(|e| dir_err(&e))?;
+        let (db, _) = Db::open(&tsdb_sled, opts).map_err(|e| dir_err(&e))?;
         let db = Arc::new(db);
         tracing::info!(
             series = db.head().num_series(),
             ms = loaded.elapsed().as_millis() as u64,
             "loaded checkpoint"
         );
-        let log = LogStore::open(&sled_db).map_err(|e| dir_err(&e))?;
+        let log = LogStore::open(&log_sled).map_err(|e| dir_err(&e))?;
         let (applied_tx, applied_rx) = watch::channel(Applied::default());
         let sm = StateMachine::new(db.clone(), Arc::new(applied_tx)).map_err(|e| dir_err(&e))?;
 
@@ -161,6 +174,11 @@ impl Node {
     /// A copy of openraft's current metrics.
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
         self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Bytes of the Raft log's database on disk.
+    pub fn log_disk_bytes(&self) -> u64 {
+        self.log.size_on_disk()
     }
 
     /// Entries in the Raft log (not yet purged).

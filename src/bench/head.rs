@@ -40,6 +40,8 @@ pub struct HeadBenchReport {
     pub steady_appends_per_sec: f64,
     /// Head heap bytes per series, as the head accounts them.
     pub head_bytes_per_series: f64,
+    /// Encoded chunk bytes per sample (the codec's share).
+    pub chunk_bytes_per_sample: f64,
     /// Checkpoint bytes on disk per sample after a final checkpoint.
     pub disk_bytes_per_sample: f64,
 }
@@ -87,6 +89,14 @@ pub fn run(a: &HeadBenchArgs) -> HeadBenchReport {
     let steady = steady_started.elapsed().as_secs_f64();
     let steady_samples = samples.saturating_sub(a.series as u64);
     let head_bytes = db.head().heap_bytes() as f64;
+    let chunk_bytes: usize = db
+        .head()
+        .iter_series()
+        .map(|(_, s)| {
+            s.closed.iter().filter_map(|c| c.pending.as_ref()).map(|b| b.len()).sum::<usize>()
+                + s.open.as_ref().map_or(0, |c| c.bytes().len())
+        })
+        .sum();
     db.checkpoint(Vec::new()).expect("checkpoint");
     let disk = sled_db.size_on_disk().unwrap_or(0) as f64;
     drop(db);
@@ -97,11 +107,12 @@ pub fn run(a: &HeadBenchArgs) -> HeadBenchReport {
         appends_per_sec: samples as f64 / total,
         steady_appends_per_sec: steady_samples as f64 / steady,
         head_bytes_per_series: head_bytes / a.series as f64,
+        chunk_bytes_per_sample: chunk_bytes as f64 / samples.max(1) as f64,
         disk_bytes_per_sample: disk / samples.max(1) as f64,
     };
     println!(
-        "head bench: {} series x {} scrapes = {} samples\n  appends/s (one core, incl. series creation): {:.0}\n  appends/s (steady state): {:.0}\n  head heap bytes/series: {:.0}\n  sled bytes on disk/sample after checkpoint: {:.3}",
-        a.series, a.scrapes, r.samples, r.appends_per_sec, r.steady_appends_per_sec, r.head_bytes_per_series, r.disk_bytes_per_sample
+        "head bench: {} series x {} scrapes = {} samples\n  appends/s (one core, incl. series creation): {:.0}\n  appends/s (steady state): {:.0}\n  head heap bytes/series: {:.0}\n  chunk bytes/sample: {:.3}\n  sled bytes on disk/sample after checkpoint: {:.3}",
+        a.series, a.scrapes, r.samples, r.appends_per_sec, r.steady_appends_per_sec, r.head_bytes_per_series, r.chunk_bytes_per_sample, r.disk_bytes_per_sample
     );
     r
 }

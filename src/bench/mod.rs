@@ -6,5 +6,6 @@
 //! path in-process to measure the ceiling of one core.
 
 pub mod head;
+pub mod query;
 pub mod workload;
 pub mod write;

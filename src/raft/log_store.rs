@@ -151,6 +151,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// Bytes of the log's sled database on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     /// Number of entries currently in the log.
     pub fn len(&self) -> usize {
         self.log.len()

@@ -9,6 +9,7 @@ pub mod command;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod transport;
 
 use std::fmt;
 

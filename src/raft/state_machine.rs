@@ -42,6 +42,20 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The log id of the last checkpoint stored in `db` (`None` before the
+/// first checkpoint). The network uses it to check that an export is the
+/// snapshot openraft asked it to send.
+pub fn checkpoint_log_id(db: &Db) -> io::Result<Option<LogId>> {
+    match db.checkpoint_upper().map_err(io_err)? {
+        Some(b) => {
+            let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(&b, bincode::config::standard())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
+            Ok(upper.applied)
+        }
+        None => Ok(None),
+    }
+}
+
 /// Applied progress others can wait on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {

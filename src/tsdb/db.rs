@@ -101,7 +101,7 @@ pub struct DbStatus {
 /// Where a chunk's bytes are, copied out under the read lock.
 enum ChunkSource {
     Memory(Arc<[u8]>),
-    Stored(SeriesId, u32),
+    Stored(super::head::ChunkLoc),
 }
 
 struct SeriesPlan {
@@ -174,8 +174,8 @@ impl Db {
     pub fn checkpoint(&self, upper: Vec<u8>) -> Result<(), Error> {
         let _guard = self.checkpoint_lock.lock();
         let delta = self.head.read().checkpoint_delta();
-        self.store.write_checkpoint(&delta, upper)?;
-        self.head.write().checkpoint_done();
+        let locs = self.store.write_checkpoint(&delta, upper)?;
+        self.head.write().checkpoint_done(&locs);
         Ok(())
     }
 
@@ -222,9 +222,10 @@ impl Db {
                     continue;
                 }
                 overlapping |= c.ooo;
-                chunks.push(match &c.pending {
-                    Some(b) => ChunkSource::Memory(b.clone()),
-                    None => ChunkSource::Stored(id, c.seq),
+                chunks.push(match (&c.pending, c.loc) {
+                    (Some(b), _) => ChunkSource::Memory(b.clone()),
+                    (None, Some(loc)) => ChunkSource::Stored(loc),
+                    (None, None) => continue,
                 });
             }
             let open = s
@@ -269,14 +270,10 @@ impl Db {
         for c in &plan.chunks {
             match c {
                 ChunkSource::Memory(b) => push_chunk(b, &mut samples)?,
-                ChunkSource::Stored(id, seq) => {
+                ChunkSource::Stored(loc) => {
                     // Retention may have deleted it since the plan: skip.
-                    let Some(frame) = self.store.read_chunk(*id, *seq)? else {
-                        continue;
-                    };
-                    let bytes = chunk::decode_frame(&frame)
-                        .map_err(|e| Error::Corrupt(format!("chunk {seq} of series {id}: {e}")))?;
-                    push_chunk(bytes, &mut samples)?;
+                    let Some(bytes) = self.store.read_chunk(*loc)? else { continue };
+                    push_chunk(&bytes, &mut samples)?;
                 }
             }
         }

@@ -74,7 +74,24 @@ pub struct ChunkMeta {
     pub ooo: bool,
     /// The bytes while not yet checkpointed; `None` once in the store.
     pub pending: Option<Arc<[u8]>>,
+    /// Where the store keeps it, once checkpointed.
+    pub loc: Option<ChunkLoc>,
 }
+
+/// A chunk's place in a stored block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLoc {
+    /// Block id.
+    pub block: u64,
+    /// Byte offset of the chunk's frame in the block.
+    pub offset: u32,
+    /// Frame length.
+    pub len: u32,
+}
+
+/// Shards of the open-series state: a checkpoint rewrites only the shards
+/// holding a series that changed, each as one value.
+pub const OPEN_STATE_SHARDS: u32 = 64;
 
 /// One series in memory.
 pub struct MemSeries {
@@ -182,12 +199,13 @@ pub struct CheckpointDelta {
     pub new_series: Vec<(SeriesId, Labels)>,
     /// Closed chunks to write: series, meta (with `pending` set).
     pub new_chunks: Vec<(SeriesId, ChunkMeta)>,
-    /// Chunks to delete (retention): series, seq.
-    pub deleted_chunks: Vec<(SeriesId, u32)>,
-    /// Series to delete with all their keys.
+    /// Blocks none of whose chunks are still live (retention).
+    pub deleted_blocks: Vec<u64>,
+    /// Series to delete.
     pub deleted_series: Vec<SeriesId>,
-    /// Open state to write (`None`: delete it): series, encoded open state.
-    pub open_states: Vec<(SeriesId, Option<Vec<u8>>)>,
+    /// Open-state shards to rewrite whole: shard, then every series in it
+    /// that has open state.
+    pub open_shards: Vec<(u32, Vec<(SeriesId, Vec<u8>)>)>,
     /// Next series id.
     pub next_series_id: SeriesId,
     /// Lowest timestamp accepted (retention).
@@ -213,7 +231,9 @@ pub struct Head {
     // Checkpoint bookkeeping.
     new_series: Vec<SeriesId>,
     new_chunks: Vec<(SeriesId, u32)>,
-    deleted_chunks: Vec<(SeriesId, u32)>,
+    /// Live chunks per stored block.
+    block_refs: HashMap<u64, u32>,
+    deleted_blocks: Vec<u64>,
     deleted_series: Vec<SeriesId>,
     dirty_series: Vec<SeriesId>,
 }
@@ -235,7 +255,8 @@ impl Head {
             stats: HeadStats::default(),
             new_series: Vec::new(),
             new_chunks: Vec::new(),
-            deleted_chunks: Vec::new(),
+            block_refs: HashMap::new(),
+            deleted_blocks: Vec::new(),
             deleted_series: Vec::new(),
             dirty_series: Vec::new(),
         }
@@ -444,6 +465,7 @@ impl Head {
             seq,
             ooo,
             pending: Some(Arc::from(c.bytes())),
+            loc: None,
         });
         new_chunks.push((id, seq));
     }
@@ -462,8 +484,14 @@ impl Head {
             let before = s.closed.len();
             s.closed.retain(|c| {
                 let keep = c.maxt >= cutoff_ms;
-                if !keep && c.pending.is_none() {
-                    self.deleted_chunks.push((id, c.seq));
+                if let (false, Some(loc)) = (keep, c.loc) {
+                    if let Some(n) = self.block_refs.get_mut(&loc.block) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.block_refs.remove(&loc.block);
+                            self.deleted_blocks.push(loc.block);
+                        }
+                    }
                 }
                 keep
             });
@@ -550,13 +578,22 @@ impl Head {
                 d.new_chunks.push((id, c.clone()));
             }
         }
-        d.deleted_chunks = self.deleted_chunks.clone();
+        d.deleted_blocks = self.deleted_blocks.clone();
         d.deleted_series = self.deleted_series.clone();
-        for &id in &self.dirty_series {
-            match self.series(id) {
-                Some(s) => d.open_states.push((id, encode_open_state(s))),
-                None => d.open_states.push((id, None)),
-            }
+        let mut shards: Vec<u32> = self
+            .dirty_series
+            .iter()
+            .chain(self.deleted_series.iter())
+            .map(|id| id % OPEN_STATE_SHARDS)
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for shard in shards {
+            let states = (shard..self.series.len() as u32)
+                .step_by(OPEN_STATE_SHARDS as usize)
+                .filter_map(|id| self.series(id).and_then(encode_open_state).map(|st| (id, st)))
+                .collect();
+            d.open_shards.push((shard, states));
         }
         if self.metadata_dirty {
             let mut m: Vec<Metadata> = self.metadata.values().cloned().collect();
@@ -568,7 +605,18 @@ impl Head {
 
     /// Marks everything in the last delta as persisted: pending chunk bytes
     /// are dropped from memory (the store has them now).
-    pub fn checkpoint_done(&mut self) {
+    pub fn checkpoint_done(&mut self, locs: &[(SeriesId, u32, ChunkLoc)]) {
+        for &(id, seq, loc) in locs {
+            if let Some(c) = self
+                .series
+                .get_mut(id as usize)
+                .and_then(Option::as_mut)
+                .and_then(|s| s.closed.iter_mut().find(|c| c.seq == seq))
+            {
+                c.loc = Some(loc);
+                *self.block_refs.entry(loc.block).or_default() += 1;
+            }
+        }
         for (id, seq) in std::mem::take(&mut self.new_chunks) {
             if let Some(c) = self
                 .series
@@ -585,7 +633,7 @@ impl Head {
             }
         }
         self.new_series.clear();
-        self.deleted_chunks.clear();
+        self.deleted_blocks.clear();
         self.deleted_series.clear();
         self.metadata_dirty = false;
     }
@@ -616,13 +664,16 @@ impl Head {
         let (max_t, last_bits) = open.and_then(open_state_last).unwrap_or((i64::MIN, 0));
         let next_seq = closed.iter().map(|c| c.seq + 1).max().unwrap_or(0);
         // Persisted chunks carry no bytes in memory.
-        let closed = closed
+        let closed: Vec<ChunkMeta> = closed
             .into_iter()
             .map(|mut c| {
                 c.pending = None;
                 c
             })
             .collect();
+        for loc in closed.iter().filter_map(|c| c.loc) {
+            *self.block_refs.entry(loc.block).or_default() += 1;
+        }
         self.postings_add_restored(id, &syms);
         self.series[idx] = Some(MemSeries {
             labels: syms,

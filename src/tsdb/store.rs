@@ -6,9 +6,14 @@
 //! mix. Between checkpoints the tree is not touched; the Raft log, replayed
 //! after the checkpoint's applied index, restores the rest.
 //!
+//! Closed chunks are written in blocks: every chunk a checkpoint persists
+//! goes into a block value of up to [`BLOCK_BYTES_TARGET`] (sled stores such
+//! values as files of their own, without per-entry overhead), with a small
+//! index value beside it. Startup reads the indexes, never the blocks.
+//!
 //! Key layout (see docs/format/checkpoint.md):
-//! `m` checkpoint meta · `d` metadata · `s`+id labels · `i`+id+seq chunk
-//! index · `c`+id+seq chunk frame · `h`+id open state.
+//! `m` checkpoint meta · `d` metadata · `s`+id labels · `b`+block chunk
+//! frames · `x`+block chunk index · `H`+shard open series state.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -16,7 +21,7 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 use super::chunk;
-use super::head::{CheckpointDelta, ChunkMeta, Head};
+use super::head::{CheckpointDelta, ChunkLoc, ChunkMeta, Head, OPEN_STATE_SHARDS};
 use super::labels::{Label, Labels};
 use super::postings::SeriesId;
 use super::{Error, Metadata};
@@ -24,9 +29,17 @@ use super::{Error, Metadata};
 const KEY_META: &[u8] = b"m";
 const KEY_METADATA: &[u8] = b"d";
 const P_SERIES: u8 = b's';
-const P_INDEX: u8 = b'i';
-const P_CHUNK: u8 = b'c';
-const P_OPEN: u8 = b'h';
+/// The key of the single value in a block tree.
+const BLOCK_VALUE_KEY: &[u8] = b"b";
+const P_INDEX: u8 = b'x';
+const P_OPEN: u8 = b'H';
+
+/// Target size of one chunk block. Large enough that per-value overhead
+/// vanishes, small enough that reading one chunk of a cold block is cheap.
+pub const BLOCK_BYTES_TARGET: usize = 512 * 1024;
+
+const BLOCK_MAGIC: &[u8; 4] = b"PRB1";
+const INDEX_MAGIC: &[u8; 4] = b"PRX1";
 
 /// Version of the checkpoint layout; a store written by a newer version is refused.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
@@ -42,6 +55,8 @@ pub struct CheckpointMeta {
     pub next_series_id: SeriesId,
     /// Retention floor.
     pub min_valid_t: i64,
+    /// Id the next chunk block gets.
+    pub next_block_id: u64,
 }
 
 fn bincode_cfg() -> bincode::config::Configuration {
@@ -70,15 +85,46 @@ fn parse_id(k: &[u8]) -> Result<(SeriesId, Option<u32>), Error> {
 pub struct Store {
     tree: sled::Tree,
     db: sled::Db,
+    /// Open chunk-block trees by block id.
+    blocks: std::sync::Arc<parking_lot::RwLock<HashMap<u64, sled::Tree>>>,
+}
+
+/// Prefix of the names of the trees that hold one chunk block each.
+const BLOCK_TREE_PREFIX: &str = "chunks-";
+
+fn block_tree_name(block: u64) -> String {
+    format!("{BLOCK_TREE_PREFIX}{block:016x}")
 }
 
 impl Store {
     /// Opens the `tsdb` tree of `db`.
     pub fn open(db: &sled::Db) -> Result<Self, Error> {
-        Ok(Store {
-            tree: db.open_tree("tsdb")?,
-            db: db.clone(),
-        })
+        Ok(Store { tree: db.open_tree("tsdb")?, db: db.clone(), blocks: Default::default() })
+    }
+
+    fn block_tree(&self, block: u64) -> Result<sled::Tree, Error> {
+        if let Some(t) = self.blocks.read().get(&block) {
+            return Ok(t.clone());
+        }
+        let t = self.db.open_tree(block_tree_name(block))?;
+        self.blocks.write().insert(block, t.clone());
+        Ok(t)
+    }
+
+    /// Ids of every block tree present.
+    fn block_trees(&self) -> Vec<u64> {
+        self.db
+            .tree_names()
+            .iter()
+            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix(BLOCK_TREE_PREFIX).map(str::to_string))
+            .filter_map(|hex| u64::from_str_radix(&hex, 16).ok())
+            .collect()
+    }
+
+    fn drop_block(&self, block: u64) -> Result<(), Error> {
+        self.blocks.write().remove(&block);
+        self.db.drop_tree(block_tree_name(block))?;
+        Ok(())
     }
 
     /// The checkpoint meta, if any checkpoint was ever written.
@@ -109,27 +155,38 @@ impl Store {
             None => Vec::new(),
         };
         let mut chunks: HashMap<SeriesId, Vec<ChunkMeta>> = HashMap::new();
+        let mut referenced = std::collections::HashSet::new();
         for kv in self.tree.scan_prefix([P_INDEX]) {
             let (k, v) = kv?;
-            let (id, seq) = parse_id(&k)?;
-            let seq = seq.ok_or_else(|| Error::Corrupt("chunk index key without seq".into()))?;
-            if v.len() != 17 {
-                return Err(Error::Corrupt(format!("chunk index entry of {} bytes", v.len())));
+            let block = block_id(&k)?;
+            referenced.insert(block);
+            for e in decode_index(&v)? {
+                if e.maxt < meta.min_valid_t {
+                    continue; // expired; the block goes once all of it has
+                }
+                chunks.entry(e.series).or_default().push(ChunkMeta {
+                    mint: e.mint,
+                    maxt: e.maxt,
+                    seq: e.seq,
+                    ooo: e.ooo,
+                    pending: None,
+                    loc: Some(ChunkLoc { block, offset: e.offset, len: e.len }),
+                });
             }
-            let mint = i64::from_be_bytes(v[0..8].try_into().expect("8 bytes"));
-            let maxt = i64::from_be_bytes(v[8..16].try_into().expect("8 bytes"));
-            chunks.entry(id).or_default().push(ChunkMeta {
-                mint,
-                maxt,
-                seq,
-                ooo: v[16] == 1,
-                pending: None,
-            });
         }
-        let mut opens: HashMap<SeriesId, sled::IVec> = HashMap::new();
+        // A crash after a block tree was written but before the checkpoint
+        // that references it leaves an orphan: nothing points at it, drop it.
+        for block in self.block_trees() {
+            if !referenced.contains(&block) {
+                self.drop_block(block)?;
+            }
+        }
+        let mut opens: HashMap<SeriesId, Vec<u8>> = HashMap::new();
         for kv in self.tree.scan_prefix([P_OPEN]) {
-            let (k, v) = kv?;
-            opens.insert(parse_id(&k)?.0, v);
+            let (_, v) = kv?;
+            for (id, state) in decode_open_shard(&v)? {
+                opens.insert(id, state);
+            }
         }
         for kv in self.tree.scan_prefix([P_SERIES]) {
             let (k, v) = kv?;
@@ -137,49 +194,76 @@ impl Store {
             let labels = decode_labels(&v)?;
             let mut closed = chunks.remove(&id).unwrap_or_default();
             closed.sort_by_key(|c| c.seq);
-            head.restore_series(id, &labels, closed, opens.get(&id).map(|v| v.as_ref()))?;
+            head.restore_series(id, &labels, closed, opens.get(&id).map(Vec::as_slice))?;
         }
         head.restore_globals(meta.next_series_id, meta.min_valid_t, metadata);
         Ok(Some(meta))
     }
 
     /// Writes a checkpoint atomically and waits until it is on disk.
-    pub fn write_checkpoint(&self, delta: &CheckpointDelta, upper: Vec<u8>) -> Result<(), Error> {
+    /// Returns where each new chunk went.
+    pub fn write_checkpoint(&self, delta: &CheckpointDelta, upper: Vec<u8>) -> Result<Vec<(SeriesId, u32, ChunkLoc)>, Error> {
         let mut batch = sled::Batch::default();
-        for &id in &delta.deleted_series {
-            for prefix in [P_INDEX, P_CHUNK] {
-                for k in self.tree.scan_prefix(key(prefix, id, None)).keys() {
-                    batch.remove(k?);
-                }
-            }
-            batch.remove(key(P_SERIES, id, None));
-            batch.remove(key(P_OPEN, id, None));
+        let mut next_block_id = self.meta()?.map_or(0, |m| m.next_block_id);
+        for &block in &delta.deleted_blocks {
+            batch.remove(block_key(P_INDEX, block));
         }
-        for &(id, seq) in &delta.deleted_chunks {
-            batch.remove(key(P_INDEX, id, Some(seq)));
-            batch.remove(key(P_CHUNK, id, Some(seq)));
+        for &id in &delta.deleted_series {
+            batch.remove(key(P_SERIES, id, None));
         }
         for (id, labels) in &delta.new_series {
             batch.insert(key(P_SERIES, *id, None), encode_labels(labels));
         }
-        let mut frame = Vec::new();
+        let mut locs = Vec::with_capacity(delta.new_chunks.len());
+        let mut block = Vec::with_capacity(BLOCK_BYTES_TARGET + 4096);
+        let mut entries: Vec<IndexEntry> = Vec::new();
+        let mut flush_block = |block: &mut Vec<u8>, entries: &mut Vec<IndexEntry>, batch: &mut sled::Batch| -> Result<(), Error> {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let id = next_block_id;
+            next_block_id += 1;
+            for e in entries.iter() {
+                locs.push((e.series, e.seq, ChunkLoc { block: id, offset: e.offset, len: e.len }));
+            }
+            // Each block is the only value of a tree of its own, written once:
+            // sled then keeps it as one file and never rewrites it, where a
+            // shared tree would rewrite every neighbouring block on each insert.
+            self.block_tree(id)?.insert(BLOCK_VALUE_KEY, block.as_slice())?;
+            batch.insert(block_key(P_INDEX, id), encode_index(entries));
+            block.clear();
+            entries.clear();
+            Ok(())
+        };
         for (id, c) in &delta.new_chunks {
             let Some(bytes) = c.pending.as_ref() else { continue };
-            let mut idx = Vec::with_capacity(17);
-            idx.extend_from_slice(&c.mint.to_be_bytes());
-            idx.extend_from_slice(&c.maxt.to_be_bytes());
-            idx.push(u8::from(c.ooo));
-            batch.insert(key(P_INDEX, *id, Some(c.seq)), idx);
-            frame.clear();
-            chunk::encode_frame(bytes, &mut frame);
+            if block.is_empty() {
+                block.extend_from_slice(BLOCK_MAGIC);
+            }
+            let offset = block.len();
+            chunk::encode_frame(bytes, &mut block);
             // Paired assertion: what goes to disk must read back.
-            debug_assert!(chunk::decode_frame(&frame).is_ok());
-            batch.insert(key(P_CHUNK, *id, Some(c.seq)), frame.as_slice());
+            debug_assert!(chunk::decode_frame(&block[offset..]).is_ok());
+            entries.push(IndexEntry {
+                series: *id,
+                seq: c.seq,
+                mint: c.mint,
+                maxt: c.maxt,
+                ooo: c.ooo,
+                offset: offset as u32,
+                len: (block.len() - offset) as u32,
+            });
+            if block.len() >= BLOCK_BYTES_TARGET {
+                flush_block(&mut block, &mut entries, &mut batch)?;
+            }
         }
-        for (id, state) in &delta.open_states {
-            match state {
-                Some(s) => batch.insert(key(P_OPEN, *id, None), s.as_slice()),
-                None => batch.remove(key(P_OPEN, *id, None)),
+        flush_block(&mut block, &mut entries, &mut batch)?;
+        for (shard, states) in &delta.open_shards {
+            let k = [P_OPEN, *shard as u8];
+            if states.is_empty() {
+                batch.remove(&k[..]);
+            } else {
+                batch.insert(&k[..], encode_open_shard(states));
             }
         }
         if let Some(m) = &delta.metadata {
@@ -191,17 +275,34 @@ impl Store {
             upper,
             next_series_id: delta.next_series_id,
             min_valid_t: delta.min_valid_t,
+            next_block_id,
         };
         let v = bincode::serde::encode_to_vec(&meta, bincode_cfg()).map_err(|e| Error::Corrupt(e.to_string()))?;
         batch.insert(KEY_META, v);
+        // One flush covers the block trees and the batch; sled recovers a
+        // prefix of writes in order, so the batch never survives without
+        // the blocks it references.
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
-        Ok(())
+        for &block in &delta.deleted_blocks {
+            self.drop_block(block)?;
+        }
+        Ok(locs)
     }
 
-    /// Reads one persisted chunk and checks its CRC.
-    pub fn read_chunk(&self, id: SeriesId, seq: u32) -> Result<Option<sled::IVec>, Error> {
-        Ok(self.tree.get(key(P_CHUNK, id, Some(seq)))?)
+    /// Reads one persisted chunk, checking its CRC. `None` when its block
+    /// was deleted (retention) since the caller looked it up.
+    pub fn read_chunk(&self, loc: ChunkLoc) -> Result<Option<Vec<u8>>, Error> {
+        if !self.blocks.read().contains_key(&loc.block) && !self.db.tree_names().iter().any(|n| n.as_ref() == block_tree_name(loc.block).as_bytes()) {
+            return Ok(None);
+        }
+        let Some(block) = self.block_tree(loc.block)?.get(BLOCK_VALUE_KEY)? else { return Ok(None) };
+        let (start, end) = (loc.offset as usize, loc.offset as usize + loc.len as usize);
+        let frame = block
+            .get(start..end)
+            .ok_or_else(|| Error::Corrupt(format!("chunk at {start}..{end} outside block {} of {} bytes", loc.block, block.len())))?;
+        let payload = chunk::decode_frame(frame).map_err(|e| Error::Corrupt(format!("chunk in block {}: {e}", loc.block)))?;
+        Ok(Some(payload.to_vec()))
     }
 
     /// Bytes on disk of the whole sled database (log included).
@@ -209,64 +310,250 @@ impl Store {
         Ok(self.db.size_on_disk()?)
     }
 
-    /// Writes every record of the checkpoint as `[u32 BE klen][key][u32 BE vlen][value]`,
-    /// ending with a zero klen. Used for Raft snapshots and backups; the
-    /// caller holds the checkpoint lock so the tree does not change meanwhile.
+    /// Writes the whole checkpoint (the main tree and every block tree) as
+    /// records `[u8 tag][u32 BE len][bytes]...`: tag 1 starts a tree (its
+    /// name), tag 2 is a key followed by its value (tag 3), tag 0 ends.
+    /// Used for Raft snapshots and backups; the caller holds the checkpoint
+    /// lock so nothing changes meanwhile.
     pub fn export(&self, w: &mut impl Write) -> Result<u64, Error> {
-        let mut n = 0u64;
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            w.write_all(&(k.len() as u32).to_be_bytes())?;
-            w.write_all(&k)?;
-            w.write_all(&(v.len() as u32).to_be_bytes())?;
-            w.write_all(&v)?;
-            n += 1;
+        fn rec(w: &mut impl Write, tag: u8, b: &[u8]) -> std::io::Result<()> {
+            w.write_all(&[tag])?;
+            w.write_all(&(b.len() as u32).to_be_bytes())?;
+            w.write_all(b)
         }
-        w.write_all(&0u32.to_be_bytes())?;
+        let mut n = 0u64;
+        let mut trees = vec![(b"tsdb".to_vec(), self.tree.clone())];
+        for block in self.block_trees() {
+            trees.push((block_tree_name(block).into_bytes(), self.block_tree(block)?));
+        }
+        for (name, tree) in trees {
+            rec(w, 1, &name)?;
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                rec(w, 2, &k)?;
+                rec(w, 3, &v)?;
+                n += 1;
+            }
+        }
+        w.write_all(&[0])?;
         Ok(n)
     }
 
-    /// Replaces the tree's content with an export, atomically, then flushes.
+    /// Replaces the whole checkpoint with an export, then flushes.
     pub fn import(&self, r: &mut impl Read) -> Result<u64, Error> {
-        /// Largest record accepted from an export: far above any chunk, open
-        /// state or label set we write.
-        const RECORD_BYTES_MAX: usize = 64 << 20;
-        let mut batch = sled::Batch::default();
-        for k in self.tree.iter().keys() {
-            batch.remove(k?);
+        /// Largest record accepted from an export: far above any block,
+        /// shard or label set we write.
+        const RECORD_BYTES_MAX: usize = 256 << 20;
+        fn rec(r: &mut impl Read) -> Result<(u8, Vec<u8>), Error> {
+            let mut tag = [0u8; 1];
+            r.read_exact(&mut tag)?;
+            if tag[0] == 0 {
+                return Ok((0, Vec::new()));
+            }
+            let mut len = [0u8; 4];
+            r.read_exact(&mut len)?;
+            let len = u32::from_be_bytes(len) as usize;
+            if len > RECORD_BYTES_MAX {
+                return Err(Error::Corrupt(format!("snapshot record of {len} bytes exceeds {RECORD_BYTES_MAX}")));
+            }
+            let mut b = vec![0u8; len];
+            r.read_exact(&mut b)?;
+            Ok((tag[0], b))
         }
+        // Remove the checkpoint meta first: a crash during the import then
+        // leaves no checkpoint at all (the node restarts empty and Raft sends
+        // the snapshot again), never a half-imported one that looks whole.
+        self.tree.remove(KEY_META)?;
+        self.db.flush()?;
+        for block in self.block_trees() {
+            self.drop_block(block)?;
+        }
+        self.tree.clear()?;
+        let mut meta: Option<Vec<u8>> = None;
         let mut n = 0u64;
-        let mut len = [0u8; 4];
+        let mut tree: Option<sled::Tree> = None;
         loop {
-            r.read_exact(&mut len)?;
-            let klen = u32::from_be_bytes(len) as usize;
-            if klen == 0 {
-                break;
+            match rec(r)? {
+                (0, _) => break,
+                (1, name) => {
+                    tree = Some(if name == b"tsdb" {
+                        self.tree.clone()
+                    } else {
+                        let hex = std::str::from_utf8(&name)
+                            .ok()
+                            .and_then(|n| n.strip_prefix(BLOCK_TREE_PREFIX))
+                            .ok_or_else(|| Error::Corrupt(format!("snapshot names unknown tree {:?}", String::from_utf8_lossy(&name))))?;
+                        let id = u64::from_str_radix(hex, 16).map_err(|_| Error::Corrupt("bad block tree name".into()))?;
+                        self.block_tree(id)?
+                    });
+                }
+                (2, k) => {
+                    let (tag, v) = rec(r)?;
+                    if tag != 3 {
+                        return Err(Error::Corrupt(format!("snapshot: expected a value record, got tag {tag}")));
+                    }
+                    let t = tree.as_ref().ok_or_else(|| Error::Corrupt("snapshot record before any tree".into()))?;
+                    if k == KEY_META && t.name() == self.tree.name() {
+                        meta = Some(v);
+                    } else {
+                        t.insert(k, v)?;
+                    }
+                    n += 1;
+                }
+                (tag, _) => return Err(Error::Corrupt(format!("snapshot: unknown record tag {tag}"))),
             }
-            if klen > RECORD_BYTES_MAX {
-                return Err(Error::Corrupt(format!(
-                    "snapshot key of {klen} bytes exceeds {RECORD_BYTES_MAX}"
-                )));
-            }
-            let mut k = vec![0u8; klen];
-            r.read_exact(&mut k)?;
-            r.read_exact(&mut len)?;
-            let vlen = u32::from_be_bytes(len) as usize;
-            if vlen > RECORD_BYTES_MAX {
-                return Err(Error::Corrupt(format!(
-                    "snapshot value of {vlen} bytes exceeds {RECORD_BYTES_MAX}"
-                )));
-            }
-            let mut v = vec![0u8; vlen];
-            r.read_exact(&mut v)?;
-            batch.insert(k, v);
-            n += 1;
         }
-        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        let meta = meta.ok_or_else(|| Error::Corrupt("snapshot holds no checkpoint meta".into()))?;
+        self.tree.insert(KEY_META, meta)?;
         self.db.flush()?;
         Ok(n)
     }
 }
+
+
+fn block_key(prefix: u8, block: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(prefix);
+    k.extend_from_slice(&block.to_be_bytes());
+    k
+}
+
+fn block_id(k: &[u8]) -> Result<u64, Error> {
+    k.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| Error::Corrupt(format!("bad block key {k:?}")))
+}
+
+/// One chunk in a block index.
+struct IndexEntry {
+    series: SeriesId,
+    seq: u32,
+    mint: i64,
+    maxt: i64,
+    ooo: bool,
+    offset: u32,
+    len: u32,
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_uvarint(b: &mut &[u8]) -> Result<u64, Error> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first().ok_or_else(|| Error::Corrupt("truncated varint".into()))?;
+        *b = rest;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(Error::Corrupt("varint longer than 10 bytes".into()))
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Index layout: magic, count, then per chunk (series, seq, mint as a
+/// zig-zag delta from the previous entry's mint, maxt - mint, flags, frame
+/// length) as varints; offsets follow from the lengths. Ends with a CRC32.
+fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + entries.len() * 14);
+    out.extend_from_slice(INDEX_MAGIC);
+    put_uvarint(&mut out, entries.len() as u64);
+    let mut prev_mint = 0i64;
+    for e in entries {
+        put_uvarint(&mut out, u64::from(e.series));
+        put_uvarint(&mut out, u64::from(e.seq));
+        put_uvarint(&mut out, zigzag(e.mint.wrapping_sub(prev_mint)));
+        put_uvarint(&mut out, e.maxt.wrapping_sub(e.mint) as u64);
+        out.push(u8::from(e.ooo));
+        put_uvarint(&mut out, u64::from(e.len));
+        prev_mint = e.mint;
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn decode_index(v: &[u8]) -> Result<Vec<IndexEntry>, Error> {
+    let corrupt = |what: &str| Error::Corrupt(format!("chunk index: {what}"));
+    if v.len() < 8 || &v[..4] != INDEX_MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    let (body, crc) = v.split_at(v.len() - 4);
+    if crc32fast::hash(body).to_be_bytes() != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut b = &body[4..];
+    let n = get_uvarint(&mut b)? as usize;
+    let mut out = Vec::with_capacity(n.min(1 << 20));
+    let (mut prev_mint, mut offset) = (0i64, BLOCK_MAGIC.len() as u64);
+    for _ in 0..n {
+        let series = SeriesId::try_from(get_uvarint(&mut b)?).map_err(|_| corrupt("series id"))?;
+        let seq = u32::try_from(get_uvarint(&mut b)?).map_err(|_| corrupt("seq"))?;
+        let mint = prev_mint.wrapping_add(unzigzag(get_uvarint(&mut b)?));
+        let maxt = mint.wrapping_add(get_uvarint(&mut b)? as i64);
+        let (&flags, rest) = b.split_first().ok_or_else(|| corrupt("truncated"))?;
+        b = rest;
+        let len = u32::try_from(get_uvarint(&mut b)?).map_err(|_| corrupt("length"))?;
+        let off = u32::try_from(offset).map_err(|_| corrupt("offset"))?;
+        out.push(IndexEntry { series, seq, mint, maxt, ooo: flags == 1, offset: off, len });
+        offset += u64::from(len);
+        prev_mint = mint;
+    }
+    Ok(out)
+}
+
+/// Open-state shard layout: `([u32 BE series][u32 BE len][state])*`.
+fn encode_open_shard(states: &[(SeriesId, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(states.iter().map(|(_, s)| s.len() + 8).sum::<usize>() + 4);
+    for (id, st) in states {
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&(st.len() as u32).to_be_bytes());
+        out.extend_from_slice(st);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn decode_open_shard(v: &[u8]) -> Result<Vec<(SeriesId, Vec<u8>)>, Error> {
+    let corrupt = |what: &str| Error::Corrupt(format!("open state shard: {what}"));
+    if v.len() < 4 {
+        return Err(corrupt("truncated"));
+    }
+    let (mut b, crc) = v.split_at(v.len() - 4);
+    if crc32fast::hash(b).to_be_bytes() != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        if b.len() < 8 {
+            return Err(corrupt("truncated entry"));
+        }
+        let id = SeriesId::from_be_bytes(b[..4].try_into().expect("4 bytes"));
+        let len = u32::from_be_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
+        let st = b.get(8..8 + len).ok_or_else(|| corrupt("truncated state"))?;
+        out.push((id, st.to_vec()));
+        b = &b[8 + len..];
+    }
+    Ok(out)
+}
+
+const _: () = assert!(OPEN_STATE_SHARDS <= 256, "shard ids are one byte");
 
 fn encode_labels(l: &Labels) -> Vec<u8> {
     let pairs: Vec<(&str, &str)> = l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
