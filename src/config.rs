@@ -220,8 +220,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP API listen address.
     pub http_addr: String,
-    /// Raft listen address.
+    /// Raft listen address (also what peers dial).
     pub raft_addr: String,
+    /// Members of a new cluster, `1=host:port,2=host:port,...` (Raft
+    /// addresses). Empty: a one-member cluster. Ignored once the node holds
+    /// Raft state.
+    pub initial_cluster: String,
     /// Storage.
     pub storage: StorageConfig,
     /// Raft timing.
@@ -239,6 +243,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             http_addr: "127.0.0.1:9090".into(),
             raft_addr: "127.0.0.1:9190".into(),
+            initial_cluster: String::new(),
             storage: StorageConfig::default(),
             raft: RaftConfig::default(),
             write: WriteConfig::default(),
@@ -283,6 +288,13 @@ impl Config {
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
             {
                 return Err(invalid(field, addr, "must be host:port, e.g. 127.0.0.1:9090"));
+            }
+        }
+        if !self.initial_cluster.is_empty() {
+            let m = crate::cluster::bootstrap::parse_initial_cluster(&self.initial_cluster)
+                .map_err(|e| invalid("initial_cluster", &self.initial_cluster, &e))?;
+            if !m.contains_key(&self.node_id) {
+                return Err(invalid("initial_cluster", &self.initial_cluster, &format!("must list this node's id {}", self.node_id)));
             }
         }
         let s = &self.storage;

@@ -22,10 +22,13 @@
 //!   metrics; [`bench`]: load generators and micro-benchmarks used by the
 //!   `promraft bench` commands.
 //!
+//! - [`cli`]: client-side commands (cluster administration, the demo).
+//!
 //! The binary (`src/main.rs`) is the clap CLI over these.
 
 pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

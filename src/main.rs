@@ -26,6 +26,12 @@ enum Cmd {
     /// Run a node. With no cluster flags, a node initializes itself as a
     /// one-member cluster on its first start and simply restarts afterwards.
     Serve(ServeArgs),
+    /// Start a local three-node cluster (three child processes on loopback)
+    /// fed with its own metrics; Ctrl-C stops it.
+    Demo(promraft::cli::demo::DemoArgs),
+    /// Inspect and change the cluster through any node's HTTP address.
+    #[command(subcommand)]
+    Cluster(promraft::cli::cluster::ClusterCmd),
     /// Benchmarks and load generators (figures are printed, not asserted).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -57,6 +63,11 @@ struct ServeArgs {
     /// e.g. 10m; 0s disables (overrides storage.out_of_order_window).
     #[arg(long)]
     out_of_order_window: Option<String>,
+    /// Members of a new cluster: 1=host:port,2=host:port,3=host:port (Raft
+    /// addresses; this node must be listed). Used only on the first start;
+    /// a node that holds state ignores it.
+    #[arg(long)]
+    initial_cluster: Option<String>,
     /// Log filter, e.g. info, debug, promraft=debug.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -94,6 +105,9 @@ fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
     }
     if let Some(v) = a.raft_addr {
         c.raft_addr = v;
+    }
+    if let Some(v) = a.initial_cluster {
+        c.initial_cluster = v;
     }
     if let Some(v) = a.retention {
         c.storage.retention =
@@ -140,6 +154,8 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Serve(a) => rt.block_on(serve(a)),
+        Cmd::Demo(a) => rt.block_on(promraft::cli::demo::run(a)),
+        Cmd::Cluster(c) => rt.block_on(promraft::cli::cluster::run(c)),
         Cmd::Bench(BenchCmd::Chunk { samples }) => {
             let r = promraft::tsdb::chunk_bench::bench_chunk(samples);
             println!("{r}");

@@ -17,7 +17,10 @@ use crate::cluster::batcher::Batcher;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::raft::log_store::{LogStats, LogStore};
-use crate::raft::network::NoPeers;
+use crate::raft::transport::client::GrpcNetwork;
+use crate::raft::transport::connector::TcpConnector;
+use crate::raft::transport::peer::PeerClients;
+use crate::raft::transport::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo};
 use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::{Command, NodeInfo, Raft};
 use crate::tsdb::{Db, HeadOptions};
@@ -65,6 +68,14 @@ pub struct Node {
     pub started: Instant,
     /// The PromQL engine.
     pub engine: crate::promql::Engine,
+    /// This node's addresses.
+    pub me: NodeInfo,
+    /// Clients to peers' promraft RPCs (forwarding, read index, info).
+    pub peers: PeerClients,
+    /// When this node last lost sight of a leader (`None` while it knows one).
+    leader_lost: parking_lot::Mutex<Option<Instant>>,
+    /// Stops the Raft RPC server.
+    stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
     log: LogStore,
@@ -124,20 +135,17 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let raft = Raft::new(config.node_id, Arc::new(rc), NoPeers, log.clone(), sm)
+        let rpc_listener = tokio::net::TcpListener::bind(&config.raft_addr)
+            .await
+            .map_err(|e| StartError::Raft(format!("cannot listen on raft_addr {}: {e}", config.raft_addr)))?;
+        let network = GrpcNetwork::new(config.node_id, db.clone(), &dir).map_err(|e| dir_err(&e))?;
+        let raft = Raft::new(config.node_id, Arc::new(rc), network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?
-        {
-            let me = NodeInfo {
-                raft_addr: config.raft_addr.clone(),
-                http_addr: config.http_addr.clone(),
-            };
-            raft.initialize(BTreeMap::from([(config.node_id, me)]))
+        let me = NodeInfo { raft_addr: config.raft_addr.clone(), http_addr: config.http_addr.clone() };
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && config.initial_cluster.is_empty() {
+            raft.initialize(BTreeMap::from([(config.node_id, me.clone())]))
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
             tracing::info!(node_id = config.node_id, "initialized a one-member cluster");
@@ -145,7 +153,12 @@ impl Node {
 
         let metrics = Arc::new(Metrics::default());
         let batcher = Batcher::start(raft.clone(), &config.write, metrics.clone());
+        let (stop_rpc, mut stop_rx) = tokio::sync::watch::channel(false);
         let node = Arc::new(Node {
+            me: me.clone(),
+            peers: PeerClients::new(Arc::new(TcpConnector)),
+            leader_lost: parking_lot::Mutex::new(Some(Instant::now())),
+            stop_rpc,
             log_stats: log.stats(),
             raft,
             db,
@@ -162,6 +175,22 @@ impl Node {
             config,
             log,
         });
+        let writes: Arc<dyn ForwardedWrites> = Arc::new(LeaderWrites(node.batcher.clone()));
+        let svc = raft_service(node.raft.clone(), &dir, writes, Arc::new(RaftNodeInfo::new(node.raft.clone(), me)))
+            .map_err(|e| dir_err(&e))?;
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = serve(rpc_listener, svc, stop).await {
+                tracing::error!(error = %e, "raft RPC server stopped");
+            }
+        });
+        if !initialized && !node.config.initial_cluster.is_empty() {
+            let members = crate::cluster::bootstrap::parse_initial_cluster(&node.config.initial_cluster)
+                .map_err(StartError::Raft)?;
+            tokio::spawn(crate::cluster::bootstrap::bootstrap(node.clone(), members));
+        }
         node.spawn_duties();
         Ok(node)
     }
@@ -241,11 +270,19 @@ impl Node {
                 if now != leader {
                     if now.is_some() {
                         n.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                        *n.leader_lost.lock() = None;
+                    } else {
+                        *n.leader_lost.lock() = Some(Instant::now());
                     }
                     leader = now;
                 }
             }
         });
+    }
+
+    /// When this node last lost sight of a leader; `None` while it knows one.
+    pub fn leader_lost_at(&self) -> Option<Instant> {
+        *self.leader_lost.lock()
     }
 
     /// Checkpoints and stops Raft (graceful shutdown).
@@ -261,5 +298,23 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.raft.shutdown().await;
+        let _ = self.stop_rpc.send(true);
+    }
+}
+
+/// Forwarded writes arriving at this node go to its batcher, which commits
+/// them if this node leads and refuses them otherwise.
+struct LeaderWrites(Batcher);
+
+impl ForwardedWrites for LeaderWrites {
+    fn submit(&self, reqs: Vec<crate::tsdb::AppendRequest>) -> futures::future::BoxFuture<'static, Result<Vec<crate::tsdb::AppendResult>, String>> {
+        let b = self.0.clone();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                out.push(b.submit(r).await.map_err(|e| e.to_string())?);
+            }
+            Ok(out)
+        })
     }
 }

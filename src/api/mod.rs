@@ -7,6 +7,7 @@
 //! Every response names the node that answered and its applied index in
 //! the `X-Promraft-Node` and `X-Promraft-Applied-Index` headers.
 
+pub mod cluster;
 pub mod params;
 pub mod prompb;
 pub mod query;
@@ -205,6 +206,23 @@ async fn stamp(State(node): State<AppState>, req: Request, next: Next) -> Respon
     resp
 }
 
+/// Header a client may use instead of the `consistency` parameter.
+pub const HEADER_CONSISTENCY: &str = "x-promraft-consistency";
+
+/// Applies the read consistency the caller asked for (`consistency=` in the
+/// query string or form, or the `X-Promraft-Consistency` header) before a
+/// read is served from the local replica.
+pub async fn read_barrier(node: &AppState, query: Option<&str>, headers: &axum::http::HeaderMap, body: &axum::body::Bytes) -> Result<(), ApiError> {
+    let p = params::Params::parse(query, headers, body)?;
+    let level = p
+        .get("consistency")
+        .map(str::to_string)
+        .or_else(|| headers.get(HEADER_CONSISTENCY).and_then(|v| v.to_str().ok()).map(str::to_string))
+        .unwrap_or_default();
+    let level: crate::cluster::routing::Consistency = level.parse().map_err(ApiError::bad_data)?;
+    crate::cluster::routing::read_barrier(node, level).await.map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
 /// The router with every endpoint.
 pub fn router(node: AppState) -> Router {
     Router::new()
@@ -223,6 +241,11 @@ pub fn router(node: AppState) -> Router {
         .route("/api/v1/status/buildinfo", get(status::buildinfo))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/digest", get(status::digest))
+        .route("/api/v1/status/cluster", get(cluster::status))
+        .route("/api/v1/admin/cluster/add-learner", post(cluster::add_learner))
+        .route("/api/v1/admin/cluster/promote", post(cluster::promote))
+        .route("/api/v1/admin/cluster/remove", post(cluster::remove))
+        .route("/api/v1/admin/cluster/transfer-leader", post(cluster::transfer_leader))
         .route("/-/healthy", get(status::healthy).head(status::healthy))
         .route("/-/ready", get(status::ready).head(status::ready))
         .route("/metrics", get(status::metrics))

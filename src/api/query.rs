@@ -161,6 +161,9 @@ async fn run(node: AppState, expr: String, kind: Kind, qopts: QueryOpts, timeout
 
 /// `GET|POST /api/v1/query`
 pub async fn instant(State(node): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = super::read_barrier(&node, q.as_deref(), &headers, &body).await {
+        return e.into_response();
+    }
     let parsed = (|| -> Result<_, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &body)?;
         let expr = p
@@ -180,6 +183,9 @@ pub async fn instant(State(node): State<AppState>, RawQuery(q): RawQuery, header
 
 /// `GET|POST /api/v1/query_range`
 pub async fn range(State(node): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = super::read_barrier(&node, q.as_deref(), &headers, &body).await {
+        return e.into_response();
+    }
     let parsed = (|| -> Result<_, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &body)?;
         let expr = p

@@ -22,6 +22,9 @@ fn range(p: &Params) -> Result<(i64, i64), ApiError> {
 
 /// `GET|POST /api/v1/series`
 pub async fn series(State(node): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = super::read_barrier(&node, q.as_deref(), &headers, &body).await {
+        return e.into_response();
+    }
     let run = || -> Result<Response, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &body)?;
         let sets = p.matchers()?;
@@ -50,6 +53,9 @@ pub async fn series(State(node): State<AppState>, RawQuery(q): RawQuery, headers
 
 /// `GET|POST /api/v1/labels`
 pub async fn labels(State(node): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = super::read_barrier(&node, q.as_deref(), &headers, &body).await {
+        return e.into_response();
+    }
     let run = || -> Result<Response, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &body)?;
         let sets = p.matchers()?;
@@ -75,6 +81,9 @@ pub async fn label_values(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    if let Err(e) = super::read_barrier(&node, q.as_deref(), &headers, &Bytes::new()).await {
+        return e.into_response();
+    }
     let run = || -> Result<Response, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &Bytes::new())?;
         // Prometheus 3 accepts UTF-8 names encoded as `U__...`; plain names
@@ -108,6 +117,9 @@ struct MetadataOut<'a> {
 
 /// `GET /api/v1/metadata` (`limit`, `limit_per_metric`, `metric`).
 pub async fn metadata(State(node): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    if let Err(e) = super::read_barrier(&node, q.as_deref(), &headers, &Bytes::new()).await {
+        return e.into_response();
+    }
     let run = || -> Result<Response, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &Bytes::new())?;
         let limit: i64 = match p.get("limit") {

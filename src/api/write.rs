@@ -111,7 +111,7 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
     };
     let mut first_error = v.rejected.into_iter().next();
     if !req.series.is_empty() || !req.metadata.is_empty() {
-        match node.batcher.submit(req).await {
+        match crate::cluster::routing::write(&node, req).await {
             Ok(res) => {
                 if first_error.is_none() {
                     first_error = res.first_error;

@@ -1,4 +1,7 @@
-//! Cluster-level behaviour around Raft: the group-commit write batcher and
-//! (with more members) forwarding and read consistency.
+//! Cluster-level behaviour around Raft: the group-commit write batcher,
+//! routing of writes to the leader and read consistency, and bootstrapping
+//! a cluster from `--initial-cluster`.
 
 pub mod batcher;
+pub mod bootstrap;
+pub mod routing;

@@ -1,0 +1,120 @@
+//! Where a request goes: writes to the leader (forwarded over gRPC when this
+//! node is a follower), reads served locally after the consistency barrier
+//! the caller asked for.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use openraft::ReadPolicy;
+
+use super::batcher::WriteError;
+use crate::node::Node;
+use crate::raft::transport::Error as RpcError;
+use crate::tsdb::{AppendRequest, AppendResult};
+
+/// Read consistency levels (DESIGN decision 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Serve the local replica now (503 when no leader was heard from
+    /// within `query.max_staleness`).
+    #[default]
+    Local,
+    /// Get a read index from the leader, wait until applied, then serve.
+    Linearizable,
+}
+
+impl FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "local" => Ok(Consistency::Local),
+            "linearizable" => Ok(Consistency::Linearizable),
+            other => Err(format!("unknown consistency {other:?} (use local or linearizable)")),
+        }
+    }
+}
+
+/// Why a read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No leader, stale, or the barrier did not complete in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn leader_addr(node: &Node, leader: u64) -> Option<String> {
+    let m = node.raft_metrics();
+    m.membership_config.membership().get_node(&leader).map(|n| n.raft_addr.clone())
+}
+
+/// Commits `req` through the leader; returns what apply did with it.
+pub async fn write(node: &Node, req: AppendRequest) -> Result<AppendResult, WriteError> {
+    let leader = node.raft_metrics().current_leader;
+    match leader {
+        Some(l) if l == node.config.node_id => node.batcher.submit(req).await,
+        Some(l) => {
+            let addr = leader_addr(node, l).ok_or_else(|| WriteError::Unavailable(format!("leader {l} has no known address")))?;
+            let mut c = node.peers.get(&addr).map_err(|e| WriteError::Unavailable(e.to_string()))?;
+            let deadline = Duration::from_millis(node.config.write.commit_timeout_ms);
+            let mut res = c
+                .forward_write(std::slice::from_ref(&req), deadline)
+                .await
+                .map_err(|e| WriteError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
+            res.pop().ok_or_else(|| WriteError::Unavailable("leader returned no result".into()))
+        }
+        None => Err(WriteError::Unavailable("no leader is known (election in progress or no quorum)".into())),
+    }
+}
+
+/// Waits until this node may serve a read at `level`.
+pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadError> {
+    let m = node.raft_metrics();
+    match level {
+        Consistency::Local => {
+            if m.current_leader.is_some() {
+                return Ok(());
+            }
+            let max = Duration::from_millis(node.config.query.max_staleness as u64);
+            match node.leader_lost_at() {
+                Some(t) if t.elapsed() <= max => Ok(()),
+                _ => Err(ReadError::Unavailable(format!(
+                    "node {} has heard from no leader within max_staleness ({} ms); retry on another node or later",
+                    node.config.node_id,
+                    max.as_millis()
+                ))),
+            }
+        }
+        Consistency::Linearizable => {
+            let deadline = Instant::now() + Duration::from_millis(node.config.write.commit_timeout_ms);
+            let index = match m.current_leader {
+                Some(l) if l == node.config.node_id => {
+                    let fut = node.raft.get_read_log_id(ReadPolicy::ReadIndex);
+                    let (read, _) = tokio::time::timeout_at(deadline.into(), fut)
+                        .await
+                        .map_err(|_| ReadError::Unavailable("read index: leader could not confirm leadership in time".into()))?
+                        .map_err(|e| ReadError::Unavailable(format!("read index: {e}")))?;
+                    read.log_id().index
+                }
+                Some(l) => {
+                    let addr = leader_addr(node, l).ok_or_else(|| ReadError::Unavailable(format!("leader {l} has no known address")))?;
+                    let mut c = node.peers.get(&addr).map_err(|e| ReadError::Unavailable(e.to_string()))?;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    c.read_index(left).await.map_err(|e: RpcError| ReadError::Unavailable(format!("read index from leader {l}: {e}")))?.index()
+                }
+                None => return Err(ReadError::Unavailable("no leader is known; a linearizable read needs one".into())),
+            };
+            let mut applied = node.applied.clone();
+            let reached = tokio::time::timeout_at(deadline.into(), async {
+                applied.wait_for(|a| a.index >= index).await.is_ok()
+            })
+            .await;
+            match reached {
+                Ok(true) => Ok(()),
+                _ => Err(ReadError::Unavailable(format!(
+                    "local replica did not apply up to the read index {index} in time (applied {})",
+                    node.applied_index()
+                ))),
+            }
+        }
+    }
+}
