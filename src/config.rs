@@ -476,6 +476,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_and_complete() {
+        let text = include_str!("../deploy/promraft.example.yaml");
+        let c: Config = serde_yaml::from_str(text).expect("deploy/promraft.example.yaml parses");
+        c.validate().expect("deploy/promraft.example.yaml is valid");
+        let d = Config::default();
+        assert_eq!(serde_yaml::to_string(&c).unwrap(), serde_yaml::to_string(&d).unwrap(), "the example shows the defaults");
+    }
+
+    #[test]
     fn yaml_rejects_unknown_fields_and_bad_durations() {
         assert!(serde_yaml::from_str::<Config>("storage:\n  retention: 2d\n").is_ok());
         assert!(serde_yaml::from_str::<Config>("storage:\n  retentoin: 2d\n").is_err());

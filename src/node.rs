@@ -121,7 +121,8 @@ impl Node {
         );
         let log = LogStore::open(&log_sled).map_err(|e| dir_err(&e))?;
         let (applied_tx, applied_rx) = watch::channel(Applied::default());
-        let sm = StateMachine::new(db.clone(), Arc::new(applied_tx)).map_err(|e| dir_err(&e))?;
+        let decoded = Arc::new(crate::raft::command::DecodedCache::default());
+        let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), decoded.clone()).map_err(|e| dir_err(&e))?;
 
         let rc = openraft::Config {
             cluster_name: "promraft".into(),
@@ -152,7 +153,7 @@ impl Node {
         }
 
         let metrics = Arc::new(Metrics::default());
-        let batcher = Batcher::start(raft.clone(), &config.write, metrics.clone());
+        let batcher = Batcher::start(raft.clone(), &config.write, metrics.clone(), decoded);
         let (stop_rpc, mut stop_rx) = tokio::sync::watch::channel(false);
         let node = Arc::new(Node {
             me: me.clone(),
@@ -244,6 +245,8 @@ impl Node {
         let every = Duration::from_millis((retention / 10).clamp(1_000, 60_000) as u64);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // The first tick fires at once; a restart must not write an entry.
+            tick.tick().await;
             loop {
                 tick.tick().await;
                 let Some(n) = node.upgrade() else { return };

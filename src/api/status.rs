@@ -197,6 +197,14 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
         "Entries in the Raft log (not yet purged).",
         node.log_entries() as f64,
     );
+    if let Some(repl) = &m.replication {
+        out.push_str("# HELP promraft_raft_replication_lag_entries Entries a follower is behind the leader's last log index (leader only).\n# TYPE promraft_raft_replication_lag_entries gauge\n");
+        let last = m.last_log_index.unwrap_or(0);
+        for (id, matched) in repl {
+            let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+            out.push_str(&format!("promraft_raft_replication_lag_entries{{follower=\"{id}\"}} {lag}\n"));
+        }
+    }
     let ls = &node.log_stats;
     counter(
         &mut out,

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::WriteConfig;
 use crate::metrics::Metrics;
+use crate::raft::command::DecodedCache;
 use crate::raft::{Command, Raft};
 use crate::tsdb::{AppendRequest, AppendResult, SeriesSamples};
 
@@ -112,9 +113,9 @@ fn job_size(j: &Job) -> (usize, usize) {
 
 impl Batcher {
     /// Starts the batcher task for `raft`.
-    pub fn start(raft: Raft, cfg: &WriteConfig, metrics: Arc<Metrics>) -> Batcher {
+    pub fn start(raft: Raft, cfg: &WriteConfig, metrics: Arc<Metrics>, decoded: Arc<DecodedCache>) -> Batcher {
         let (tx, rx) = mpsc::channel(cfg.queue_requests_max);
-        tokio::spawn(run(raft, rx, cfg.clone(), metrics));
+        tokio::spawn(run(raft, rx, cfg.clone(), metrics, decoded));
         Batcher {
             tx,
             series_max: cfg.entry_series_max,
@@ -153,7 +154,7 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Job>, cfg: WriteConfig, metrics: Arc<Metrics>) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Job>, cfg: WriteConfig, metrics: Arc<Metrics>, decoded: Arc<DecodedCache>) {
     let slots = Arc::new(Semaphore::new(cfg.entries_in_flight_max));
     let mut queue: VecDeque<Job> = VecDeque::new();
     let linger = Duration::from_millis(cfg.batch_linger_ms);
@@ -185,15 +186,16 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Job>, cfg: WriteConfig, metrics:
         let jobs = take_batch(&mut queue, job_size, cfg.entry_series_max, cfg.entry_samples_max);
         let raft = raft.clone();
         let metrics = metrics.clone();
+        let decoded = decoded.clone();
         let timeout = Duration::from_millis(cfg.commit_timeout_ms);
         tokio::spawn(async move {
-            propose(&raft, jobs, timeout, &metrics).await;
+            propose(&raft, jobs, timeout, &metrics, &decoded).await;
             drop(permit);
         });
     }
 }
 
-async fn propose(raft: &Raft, jobs: Vec<Job>, timeout: Duration, metrics: &Metrics) {
+async fn propose(raft: &Raft, jobs: Vec<Job>, timeout: Duration, metrics: &Metrics, decoded: &DecodedCache) {
     let (reqs, dones): (Vec<AppendRequest>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.done)).unzip();
     let samples: usize = reqs.iter().map(AppendRequest::num_samples).sum();
     let cmd = match Command::write(&reqs) {
@@ -206,8 +208,15 @@ async fn propose(raft: &Raft, jobs: Vec<Job>, timeout: Duration, metrics: &Metri
         }
     };
     metrics.batch_samples.observe(samples as f64);
+    let key = match &cmd {
+        Command::Write { payload } => decoded.insert(payload, Arc::new(reqs)),
+        Command::Retention { .. } => 0,
+    };
     let started = Instant::now();
     let res = tokio::time::timeout(timeout, raft.client_write(cmd)).await;
+    if res.as_ref().map_or(true, |r| r.is_err()) {
+        decoded.forget(key);
+    }
     let err = match res {
         Ok(Ok(resp)) => {
             metrics.commit_latency.observe_duration(started.elapsed());

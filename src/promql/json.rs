@@ -50,6 +50,12 @@ pub fn write_timestamp(out: &mut String, t_ms: i64) {
     }
 }
 
+/// Appends a millisecond time as Go's encoding/json writes the float
+/// `t / 1000`: shortest round-trip decimal.
+pub fn write_float_seconds(out: &mut String, t_ms: i64) {
+    let _ = write!(out, "{}", t_ms as f64 / 1000.0);
+}
+
 /// Appends a label set as a JSON object (labels are already sorted).
 pub fn write_labels(out: &mut String, labels: &Labels) {
     out.push('{');
@@ -85,10 +91,18 @@ pub fn value_data(value: &Value) -> String {
     out.push_str(value.type_name());
     out.push_str("\",\"result\":");
     match value {
-        Value::Scalar { t, v } => write_point(&mut out, *t, *v),
+        Value::Scalar { t, v } => {
+            // Prometheus writes a scalar's time as a plain float (shortest
+            // form), unlike sample times, which always carry milliseconds.
+            out.push('[');
+            write_float_seconds(&mut out, *t);
+            out.push_str(",\"");
+            out.push_str(&format_value(*v));
+            out.push_str("\"]");
+        }
         Value::String { t, s } => {
             out.push('[');
-            write_timestamp(&mut out, *t);
+            write_float_seconds(&mut out, *t);
             out.push(',');
             write_json_string(&mut out, s);
             out.push(']');
@@ -206,11 +220,11 @@ mod tests {
         );
         assert_eq!(
             value_data(&Value::Scalar { t: 1500, v: 2.0 }),
-            r#"{"resultType":"scalar","result":[1.500,"2"]}"#
+            r#"{"resultType":"scalar","result":[1.5,"2"]}"#
         );
         assert_eq!(
             value_data(&Value::Scalar { t: -1500, v: 2.0 }),
-            r#"{"resultType":"scalar","result":[-1.500,"2"]}"#
+            r#"{"resultType":"scalar","result":[-1.5,"2"]}"#
         );
     }
 

@@ -121,3 +121,40 @@ mod tests {
         assert!(Command::decode_write(&payload[..payload.len() / 2]).is_err());
     }
 }
+
+/// Requests the leader has just encoded into a write payload, kept so that
+/// its own apply can skip decoding them again. Keyed by a 128-bit hash of
+/// the payload; a miss (followers, restarts, eviction) simply decodes.
+/// Apply stays a pure function of the log either way: the cached value is
+/// exactly what decoding the payload gives.
+#[derive(Default)]
+pub struct DecodedCache {
+    map: parking_lot::Mutex<std::collections::HashMap<u128, std::sync::Arc<Vec<AppendRequest>>>>,
+}
+
+/// Payloads kept in the [`DecodedCache`] at most; past this the oldest are
+/// simply decoded again by apply. Far above the entries in flight.
+pub const DECODED_CACHE_ENTRIES_MAX: usize = 1024;
+
+impl DecodedCache {
+    /// Remembers `reqs` as the decoding of `payload`; returns the key.
+    pub fn insert(&self, payload: &[u8], reqs: std::sync::Arc<Vec<AppendRequest>>) -> u128 {
+        let key = xxhash_rust::xxh3::xxh3_128(payload);
+        let mut m = self.map.lock();
+        if m.len() >= DECODED_CACHE_ENTRIES_MAX {
+            m.clear();
+        }
+        m.insert(key, reqs);
+        key
+    }
+
+    /// Takes the decoding of `payload` if cached.
+    pub fn take(&self, payload: &[u8]) -> Option<std::sync::Arc<Vec<AppendRequest>>> {
+        self.map.lock().remove(&xxhash_rust::xxh3::xxh3_128(payload))
+    }
+
+    /// Forgets a payload that will not be applied (proposal failed).
+    pub fn forget(&self, key: u128) {
+        self.map.lock().remove(&key);
+    }
+}

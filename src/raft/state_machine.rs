@@ -71,11 +71,16 @@ pub struct StateMachine {
     membership: StoredMembership,
     last_checkpoint: Option<SnapshotMeta>,
     applied_tx: Arc<watch::Sender<Applied>>,
+    decoded: Arc<super::command::DecodedCache>,
 }
 
 impl StateMachine {
     /// Wraps a TSDB loaded from its last checkpoint.
-    pub fn new(db: Arc<Db>, applied_tx: Arc<watch::Sender<Applied>>) -> io::Result<Self> {
+    pub fn new(
+        db: Arc<Db>,
+        applied_tx: Arc<watch::Sender<Applied>>,
+        decoded: Arc<super::command::DecodedCache>,
+    ) -> io::Result<Self> {
         let upper: Upper = match db.checkpoint_upper().map_err(io_err)? {
             Some(b) => {
                 bincode::serde::decode_from_slice(&b, bincode::config::standard())
@@ -96,7 +101,7 @@ impl StateMachine {
             applied: upper.applied,
             membership: upper.membership,
             last_checkpoint,
-            applied_tx,
+            applied_tx, decoded,
         })
     }
 
@@ -127,10 +132,13 @@ impl StateMachine {
     fn apply_command(&self, cmd: &Command) -> io::Result<CommandResponse> {
         match cmd {
             Command::Write { payload } => {
-                let reqs = Command::decode_write(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                Ok(CommandResponse {
-                    results: reqs.iter().map(|r| self.db.apply(r)).collect(),
-                })
+                let reqs = match self.decoded.take(payload) {
+                    Some(r) => r,
+                    None => Arc::new(
+                        Command::decode_write(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                    ),
+                };
+                Ok(CommandResponse { results: reqs.iter().map(|r| self.db.apply(r)).collect() })
             }
             Command::Retention { cutoff_ms } => {
                 self.db.apply_retention(*cutoff_ms);

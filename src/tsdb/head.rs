@@ -424,6 +424,19 @@ impl Head {
                 Err(Reject::DuplicateTimestamp)
             };
         }
+        // A sender retrying a batch after a failover resends samples that
+        // are already stored: recognise those in the open chunk as exact
+        // duplicates (no-ops) instead of out-of-order rejections.
+        if let Some(open) = s.open.as_ref().filter(|c| c.first_t().is_some_and(|f| f <= t)) {
+            for (ts, val) in open.iter().flatten() {
+                if ts == t {
+                    return if val.to_bits() == bits { Ok(Appended::Duplicate) } else { Err(Reject::DuplicateTimestamp) };
+                }
+                if ts > t {
+                    break;
+                }
+            }
+        }
         if ooo_window <= 0 || t < s.max_t.saturating_sub(ooo_window) {
             return Err(Reject::OutOfOrder);
         }
