@@ -90,8 +90,10 @@ PY
 sleep 6  # one checkpoint interval, so the head is checkpointed and the log purged
 samples=$(python3 -c "print($series * $dur_s // 15)")
 pr_disk=$(du -sb "$work/promraft" | cut -f1)
+pr_tsdb=$(du -sb "$work/promraft/tsdb" | cut -f1)
+pr_log=$(du -sb "$work/promraft/log" | cut -f1)
 prom_disk=$(du -sb "$work/prometheus" | cut -f1)
 pr_content=$(curl -s "http://127.0.0.1:$pr_port/metrics" | awk '/^promraft_head_memory_bytes/ {print $2}')
 echo "== resources after the run ($samples samples)"
-echo "promraft:   rss $(rss_kb $pr_pid) KiB ($(( $(rss_kb $pr_pid) * 1024 / series )) B/series), data dir $pr_disk B ($(python3 -c "print(round($pr_disk/$samples,3))") B/sample), head heap $pr_content B"
+echo "promraft:   rss $(rss_kb $pr_pid) KiB ($(( $(rss_kb $pr_pid) * 1024 / series )) B/series), data dir $pr_disk B ($(python3 -c "print(round($pr_disk/$samples,3))") B/sample): tsdb $pr_tsdb B ($(python3 -c "print(round($pr_tsdb/$samples,3))") B/sample), raft log $pr_log B; head heap $pr_content B"
 echo "prometheus: rss $(rss_kb $prom_pid) KiB ($(( $(rss_kb $prom_pid) * 1024 / series )) B/series), data dir $prom_disk B ($(python3 -c "print(round($prom_disk/$samples,3))") B/sample, WAL + head chunks, not yet compacted)"

@@ -1,6 +1,7 @@
 //! One validated configuration for a node.
 //!
 //! Values come from defaults, then an optional YAML file (`--config`), then
+//! `PROMRAFT_*` environment variables ([`Config::apply_env`]), then
 //! command-line flags. [`Config::validate`] rejects bad values at start with
 //! the field's name and the allowed range, so a node never runs half
 //! configured. Every option is documented in deploy/promraft.example.yaml.
@@ -260,6 +261,19 @@ fn invalid(field: &'static str, value: impl ToString, allowed: &str) -> ConfigEr
     }
 }
 
+/// The environment variables [`Config::apply_env`] reads, each overriding
+/// one option. `PROMRAFT_CONFIG` (the file, like `--config`) is read by
+/// `promraft serve` itself.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("PROMRAFT_NODE_ID", "node_id"),
+    ("PROMRAFT_DATA_DIR", "data_dir"),
+    ("PROMRAFT_HTTP_ADDR", "http_addr"),
+    ("PROMRAFT_RAFT_ADDR", "raft_addr"),
+    ("PROMRAFT_INITIAL_CLUSTER", "initial_cluster"),
+    ("PROMRAFT_RETENTION", "storage.retention"),
+    ("PROMRAFT_OUT_OF_ORDER_WINDOW", "storage.out_of_order_window"),
+];
+
 impl Config {
     /// Reads a YAML file over the defaults.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
@@ -271,6 +285,43 @@ impl Config {
             path: path.display().to_string(),
             reason: e.to_string(),
         })
+    }
+
+    /// Applies the `PROMRAFT_*` environment variables listed in
+    /// [`ENV_VARS`] over the file's values (containers and orchestrators set
+    /// per-node values this way; precedence is defaults < file < environment
+    /// < flags). `env` looks a variable up; an empty value counts as unset,
+    /// so a blank entry in a Compose or Kubernetes file changes nothing.
+    /// The error names the variable.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let bad = |field: &'static str, value: String, allowed: &str| invalid(field, value, allowed);
+        if let Some(v) = get("PROMRAFT_NODE_ID") {
+            self.node_id = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("PROMRAFT_NODE_ID", v, "must be a positive integer"))?;
+        }
+        if let Some(v) = get("PROMRAFT_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("PROMRAFT_HTTP_ADDR") {
+            self.http_addr = v.trim().to_string();
+        }
+        if let Some(v) = get("PROMRAFT_RAFT_ADDR") {
+            self.raft_addr = v.trim().to_string();
+        }
+        if let Some(v) = get("PROMRAFT_INITIAL_CLUSTER") {
+            self.initial_cluster = v.trim().to_string();
+        }
+        if let Some(v) = get("PROMRAFT_RETENTION") {
+            self.storage.retention = parse_duration_ms(&v).map_err(|e| bad("PROMRAFT_RETENTION", v.clone(), &e))?;
+        }
+        if let Some(v) = get("PROMRAFT_OUT_OF_ORDER_WINDOW") {
+            self.storage.out_of_order_window =
+                parse_duration_ms(&v).map_err(|e| bad("PROMRAFT_OUT_OF_ORDER_WINDOW", v.clone(), &e))?;
+        }
+        Ok(())
     }
 
     /// Checks every value; the error names the field and the allowed range.
@@ -294,7 +345,11 @@ impl Config {
             let m = crate::cluster::bootstrap::parse_initial_cluster(&self.initial_cluster)
                 .map_err(|e| invalid("initial_cluster", &self.initial_cluster, &e))?;
             if !m.contains_key(&self.node_id) {
-                return Err(invalid("initial_cluster", &self.initial_cluster, &format!("must list this node's id {}", self.node_id)));
+                return Err(invalid(
+                    "initial_cluster",
+                    &self.initial_cluster,
+                    &format!("must list this node's id {}", self.node_id),
+                ));
             }
         }
         let s = &self.storage;
@@ -470,8 +525,10 @@ mod tests {
         c.raft.election_timeout_max_ms = 10;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("raft.election_timeout_max_ms"), "{e}");
-        let mut c = Config::default();
-        c.http_addr = "nonsense".into();
+        let c = Config {
+            http_addr: "nonsense".into(),
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("http_addr"));
     }
 
@@ -481,7 +538,56 @@ mod tests {
         let c: Config = serde_yaml::from_str(text).expect("deploy/promraft.example.yaml parses");
         c.validate().expect("deploy/promraft.example.yaml is valid");
         let d = Config::default();
-        assert_eq!(serde_yaml::to_string(&c).unwrap(), serde_yaml::to_string(&d).unwrap(), "the example shows the defaults");
+        assert_eq!(
+            serde_yaml::to_string(&c).unwrap(),
+            serde_yaml::to_string(&d).unwrap(),
+            "the example shows the defaults"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_names_bad_variables() {
+        let mut c: Config =
+            serde_yaml::from_str("node_id: 7\nhttp_addr: 0.0.0.0:9090\nstorage:\n  retention: 2d\n").unwrap();
+        let vars = std::collections::HashMap::from([
+            ("PROMRAFT_NODE_ID", "2"),
+            ("PROMRAFT_DATA_DIR", "/var/lib/promraft"),
+            ("PROMRAFT_RAFT_ADDR", "promraft-2:9190"),
+            (
+                "PROMRAFT_INITIAL_CLUSTER",
+                "1=promraft-1:9190,2=promraft-2:9190,3=promraft-3:9190",
+            ),
+            ("PROMRAFT_RETENTION", "30d"),
+            ("PROMRAFT_HTTP_ADDR", " "),
+        ]);
+        c.apply_env(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/promraft"));
+        assert_eq!(c.raft_addr, "promraft-2:9190");
+        assert_eq!(c.storage.retention, 30 * 86_400_000);
+        // Blank counts as unset: the file's value stays.
+        assert_eq!(c.http_addr, "0.0.0.0:9090");
+        c.validate().unwrap();
+        // Every variable the function reads is listed in ENV_VARS.
+        for (name, _) in ENV_VARS {
+            let mut d = Config::default();
+            let seen = std::cell::Cell::new(false);
+            let _ = d.apply_env(|k| {
+                if k == *name {
+                    seen.set(true);
+                }
+                None
+            });
+            assert!(seen.get(), "{name} is not read");
+        }
+        let e = Config::default()
+            .apply_env(|k| (k == "PROMRAFT_NODE_ID").then(|| "two".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("PROMRAFT_NODE_ID"), "{e}");
+        let e = Config::default()
+            .apply_env(|k| (k == "PROMRAFT_RETENTION").then(|| "forever".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("PROMRAFT_RETENTION"), "{e}");
     }
 
     #[test]

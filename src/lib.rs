@@ -23,10 +23,13 @@
 //!   `promraft bench` commands.
 //!
 //! - [`cli`]: client-side commands (cluster administration, the demo).
+//! - [`backup`]: consistent backup files, verify and restore, OpenMetrics
+//!   export and text-format import.
 //!
 //! The binary (`src/main.rs`) is the clap CLI over these.
 
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

@@ -41,6 +41,33 @@ enum Cmd {
     /// Benchmarks and load generators (figures are printed, not asserted).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Exit 0 if the node's HTTP API answers 200 on a health path, 1
+    /// otherwise: the container health check (the image has no curl).
+    Healthcheck(HealthcheckArgs),
+    /// Write a consistent backup of the cluster from any node; `backup verify` checks one.
+    Backup(promraft::backup::cli::BackupArgs),
+    /// Create the data directory of a new cluster's first node from a backup.
+    Restore(promraft::backup::cli::RestoreArgs),
+    /// Export series in a time range as OpenMetrics text (for promtool and Prometheus).
+    Export(promraft::backup::openmetrics::ExportArgs),
+    /// Import an OpenMetrics or Prometheus text file through remote write (backfill).
+    Import(promraft::backup::openmetrics::ImportArgs),
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The node's HTTP address, host:port. Default: the http_addr that
+    /// `promraft serve` would use from $PROMRAFT_CONFIG and the PROMRAFT_*
+    /// variables (an unspecified host such as 0.0.0.0 means loopback).
+    #[arg(long)]
+    addr: Option<String>,
+    /// The path to ask: /-/healthy (the process serves) or /-/ready (it
+    /// knows a leader and has applied what was committed).
+    #[arg(long, default_value = "/-/healthy")]
+    path: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3)]
+    timeout_secs: u64,
 }
 
 #[derive(Args)]
@@ -58,8 +85,10 @@ struct ServeArgs {
     /// Address other nodes use to reach this node's Raft service, host:port.
     #[arg(long)]
     raft_addr: Option<String>,
-    /// YAML configuration file; flags given on the command line override it.
-    /// Every option is documented in deploy/promraft.example.yaml.
+    /// YAML configuration file (default: $PROMRAFT_CONFIG, if set);
+    /// PROMRAFT_* environment variables override it, and flags given on the
+    /// command line override both. Every option is documented in
+    /// deploy/promraft.example.yaml.
     #[arg(long)]
     config: Option<PathBuf>,
     /// How long samples are kept, e.g. 15d, 12h (overrides storage.retention).
@@ -95,11 +124,25 @@ enum BenchCmd {
     Query(promraft::bench::query::QueryBenchArgs),
 }
 
-fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
-    let mut c = match &a.config {
+/// Defaults < file (`--config`, else `$PROMRAFT_CONFIG`) < `PROMRAFT_*`
+/// environment variables: what `serve` starts from before its flags, and
+/// what `healthcheck` reads to find the node.
+fn config_from_file_and_env(flag: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let path = flag.cloned().or_else(|| {
+        std::env::var_os("PROMRAFT_CONFIG")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    let mut c = match &path {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
+    c.apply_env(|k| std::env::var(k).ok())?;
+    Ok(c)
+}
+
+fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
+    let mut c = config_from_file_and_env(a.config.as_ref())?;
     if let Some(v) = a.node_id {
         c.node_id = v;
     }
@@ -155,13 +198,68 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `promraft healthcheck`: one HTTP/1.0 GET with plain std I/O (no async
+/// runtime, no dependency), so it is cheap to run every few seconds.
+fn healthcheck(a: HealthcheckArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addr = match a.addr {
+        Some(a) => a,
+        None => config_from_file_and_env(None)?.http_addr,
+    };
+    // A node listening on every address is reached on loopback.
+    let target = match addr.rsplit_once(':') {
+        Some(("0.0.0.0" | "" | "[::]", port)) => format!("127.0.0.1:{port}"),
+        _ => addr.clone(),
+    };
+    let timeout = Duration::from_secs(a.timeout_secs.max(1));
+    let sock = target
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {target}"))?
+        .next()
+        .with_context(|| format!("{target} resolves to no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout).with_context(|| format!("connect {target}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {} HTTP/1.0\r\nHost: {target}\r\nConnection: close\r\n\r\n",
+        a.path
+    )?;
+    // Only the status line matters; read until it is complete.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = s.read(&mut buf).with_context(|| format!("read from {target}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        println!("{target}{} 200", a.path);
+        Ok(())
+    } else {
+        anyhow::bail!("{target}{} answered {:?}", a.path, line.lines().next().unwrap_or(""))
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Healthcheck(a) = cli.command {
+        return healthcheck(a);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Serve(a) => rt.block_on(serve(a)),
         Cmd::Demo(a) => rt.block_on(promraft::cli::demo::run(a)),
         Cmd::Cluster(c) => rt.block_on(promraft::cli::cluster::run(c)),
+        Cmd::Backup(a) => rt.block_on(promraft::backup::cli::run_backup(a)),
+        Cmd::Restore(a) => rt.block_on(promraft::backup::cli::run_restore(a)),
+        Cmd::Export(a) => rt.block_on(promraft::backup::openmetrics::run_export(a)),
+        Cmd::Import(a) => rt.block_on(promraft::backup::openmetrics::run_import(a)),
         Cmd::Bench(BenchCmd::Chunk { samples }) => {
             let r = promraft::tsdb::chunk_bench::bench_chunk(samples);
             println!("{r}");
@@ -179,5 +277,6 @@ fn main() -> anyhow::Result<()> {
             promraft::bench::write::run(a).await?;
             Ok(())
         }),
+        Cmd::Healthcheck(_) => unreachable!("handled before the runtime starts"),
     }
 }

@@ -17,11 +17,11 @@ use crate::cluster::batcher::Batcher;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::raft::log_store::{LogStats, LogStore};
+use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::transport::client::GrpcNetwork;
 use crate::raft::transport::connector::TcpConnector;
 use crate::raft::transport::peer::PeerClients;
 use crate::raft::transport::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo};
-use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::{Command, NodeInfo, Raft};
 use crate::tsdb::{Db, HeadOptions};
 
@@ -143,8 +143,14 @@ impl Node {
         let raft = Raft::new(config.node_id, Arc::new(rc), network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let me = NodeInfo { raft_addr: config.raft_addr.clone(), http_addr: config.http_addr.clone() };
-        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let me = NodeInfo {
+            raft_addr: config.raft_addr.clone(),
+            http_addr: config.http_addr.clone(),
+        };
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized && config.initial_cluster.is_empty() {
             raft.initialize(BTreeMap::from([(config.node_id, me.clone())]))
                 .await
@@ -177,8 +183,13 @@ impl Node {
             log,
         });
         let writes: Arc<dyn ForwardedWrites> = Arc::new(LeaderWrites(node.batcher.clone()));
-        let svc = raft_service(node.raft.clone(), &dir, writes, Arc::new(RaftNodeInfo::new(node.raft.clone(), me)))
-            .map_err(|e| dir_err(&e))?;
+        let svc = raft_service(
+            node.raft.clone(),
+            &dir,
+            writes,
+            Arc::new(RaftNodeInfo::new(node.raft.clone(), me)),
+        )
+        .map_err(|e| dir_err(&e))?;
         tokio::spawn(async move {
             let stop = async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
@@ -310,7 +321,10 @@ impl Node {
 struct LeaderWrites(Batcher);
 
 impl ForwardedWrites for LeaderWrites {
-    fn submit(&self, reqs: Vec<crate::tsdb::AppendRequest>) -> futures::future::BoxFuture<'static, Result<Vec<crate::tsdb::AppendResult>, String>> {
+    fn submit(
+        &self,
+        reqs: Vec<crate::tsdb::AppendRequest>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<crate::tsdb::AppendResult>, String>> {
         let b = self.0.clone();
         Box::pin(async move {
             let mut out = Vec::with_capacity(reqs.len());

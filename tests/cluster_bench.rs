@@ -165,7 +165,10 @@ fn failover_window_and_throughput() {
     single.stop(STOP_TIMEOUT).expect("stop the single node");
 
     let failed = |rs: &[WriterResult]| rs.iter().map(|r| r.requests_failed).sum::<usize>();
-    println!("==== failover benchmark ({kills} leader kills, election timeout {}..{} ms) ====", raft.election_min_ms, raft.election_max_ms);
+    println!(
+        "==== failover benchmark ({kills} leader kills, election timeout {}..{} ms) ====",
+        raft.election_min_ms, raft.election_max_ms
+    );
     println!(
         "write-unavailability window: p50 {}, p99 {}, max {}",
         ms(percentile(&windows, 50.0)),

@@ -20,14 +20,19 @@ use common::*;
 const FILE: &str = "cluster_failover";
 const METRIC: &str = "promraft_failover_test";
 
-/// Added to two election timeouts in the failover bound: the time for the
-/// client to learn about the new leader (a follower forwards only once the
-/// new leader has contacted it), one forward and one commit, on a two-core
-/// machine that also runs the writers.
-const FAILOVER_SLACK: Duration = Duration::from_millis(800);
+/// Added to two election timeouts in the failover bound. openraft's
+/// followers wait out the leader lease (election_timeout_max) plus their own
+/// randomized election timeout after the last heartbeat, so one election
+/// round already takes 0.9 to 1.2 s with the defaults; the slack covers the
+/// client learning the new leader, one forward and one commit on a two-core
+/// machine that also runs the writers, and (mostly) a second election round,
+/// which about 30% of kills under write load need (the term goes up by 2).
+/// Measured: 0.93 to 1.2 s with one round,
+/// 1.46 to 1.72 s with two, over 23 kills (tests/cluster_bench.rs).
+const FAILOVER_SLACK: Duration = Duration::from_millis(1000);
 
 /// Acknowledged writes to wait for in each phase.
-const ACKS_PER_PHASE: usize = 150;
+const ACKS_PER_PHASE: usize = 400;
 
 #[test]
 fn leader_kill_under_load_loses_nothing_and_replicas_agree() {

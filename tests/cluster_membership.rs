@@ -65,7 +65,10 @@ fn grow_to_four_then_remove_and_transfer_leadership() {
     let metric = "promraft_membership_test";
     let mut c = Cluster::start(3, RaftTiming::default(), "");
     let originals = c.ids();
-    let leader = c.wait_leader(&originals, CLUSTER_READY_TIMEOUT).leader_id.expect("a leader");
+    let leader = c
+        .wait_leader(&originals, CLUSTER_READY_TIMEOUT)
+        .leader_id
+        .expect("a leader");
     let follower = *originals.iter().find(|&&id| id != leader).expect("a follower");
 
     // Writes to every node go on during the membership changes.
@@ -108,7 +111,11 @@ fn grow_to_four_then_remove_and_transfer_leadership() {
     println!("add-learner: {}", out.trim());
     let leader_addr = c.node(leader).http_addr.clone();
     let v = cluster_status(&leader_addr).expect("status from the leader");
-    let m4 = v.members.iter().find(|m| m.id == 4).unwrap_or_else(|| panic!("node 4 missing after add-learner: {v:?}"));
+    let m4 = v
+        .members
+        .iter()
+        .find(|m| m.id == 4)
+        .unwrap_or_else(|| panic!("node 4 missing after add-learner: {v:?}"));
     assert!(!m4.voter, "node 4 should be a learner before promote: {m4:?}");
     assert_eq!(m4.http_addr, n4.http_addr);
     assert_eq!(m4.raft_addr, n4.raft_addr);
@@ -136,7 +143,9 @@ fn grow_to_four_then_remove_and_transfer_leadership() {
     println!("{table}");
     for id in 1..=4 {
         assert!(
-            table.lines().any(|l| l.split_whitespace().next() == Some(&id.to_string()) && l.contains("voter")),
+            table
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(&id.to_string()) && l.contains("voter")),
             "`promraft cluster status` should list node {id} as a voter:\n{table}"
         );
     }
@@ -153,8 +162,14 @@ fn grow_to_four_then_remove_and_transfer_leadership() {
     check_all_replicas(&c, &all4, &oracle, metric, name);
 
     // Remove a follower among the originals (asking node 4), then stop it.
-    let leader = c.wait_leader(&all4, Duration::from_secs(10)).leader_id.expect("a leader");
-    let victim = *originals.iter().find(|&&id| id != leader).expect("a follower to remove");
+    let leader = c
+        .wait_leader(&all4, Duration::from_secs(10))
+        .leader_id
+        .expect("a leader");
+    let victim = *originals
+        .iter()
+        .find(|&&id| id != leader)
+        .expect("a follower to remove");
     let out = c.cli_ok(&["remove", "--addr", &n4.http_addr, "--node-id", &victim.to_string()]);
     println!("remove {victim}: {}", out.trim());
     let remaining: Vec<u64> = all4.iter().copied().filter(|&id| id != victim).collect();
@@ -179,8 +194,15 @@ fn grow_to_four_then_remove_and_transfer_leadership() {
     }
 
     // Leadership to a named node: node 4 unless it already leads.
-    let leader = c.wait_leader(&remaining, Duration::from_secs(10)).leader_id.expect("a leader");
-    let target = if leader != 4 { 4 } else { *remaining.iter().find(|&&id| id != 4).expect("another voter") };
+    let leader = c
+        .wait_leader(&remaining, Duration::from_secs(10))
+        .leader_id
+        .expect("a leader");
+    let target = if leader != 4 {
+        4
+    } else {
+        *remaining.iter().find(|&&id| id != 4).expect("another voter")
+    };
     let asked = *remaining.iter().find(|&&id| id != target).expect("a node to ask");
     let started = Instant::now();
     let out = c.cli_ok(&[
@@ -274,7 +296,9 @@ fn node_down_past_log_purge_rejoins_by_snapshot() {
     let oracle = merged_oracle(&results);
     let before = c.wait_converged(&survivors, CONVERGE_TIMEOUT);
 
-    let log_before = std::fs::read_to_string(c.node(victim).log_path()).unwrap_or_default().len();
+    let log_before = std::fs::read_to_string(c.node(victim).log_path())
+        .unwrap_or_default()
+        .len();
     c.node_mut(victim).restart();
     c.node_mut(victim).wait_ready(READY_TIMEOUT);
     let d = c.wait_converged(&all, CONVERGE_TIMEOUT);

@@ -63,10 +63,12 @@ fn linearizable_read_on_another_node_sees_the_acknowledged_write() {
             repro(FILE, name)
         );
         // Half the reads ask with the parameter, half with the header.
-        let (params, headers): (&[(&str, &str)], &[(&str, &str)]) = if i % 2 == 0 {
-            (&[("consistency", "linearizable")], &[])
+        let linearizable = [("consistency", "linearizable")];
+        let header = [("X-Promraft-Consistency", "linearizable")];
+        let (params, headers) = if i % 2 == 0 {
+            (&linearizable[..], &[][..])
         } else {
-            (&[], &[("X-Promraft-Consistency", "linearizable")])
+            (&[][..], &header[..])
         };
         let (vector, resp) = query_vector(&c.node(b).http_addr, metric, t, params, headers).unwrap_or_else(|e| {
             panic!(
@@ -87,7 +89,9 @@ fn linearizable_read_on_another_node_sees_the_acknowledged_write() {
             Some(b.to_string().as_str()),
             "round {i}: X-Promraft-Node of node {b}'s answer"
         );
-        let applied = resp.header("x-promraft-applied-index").and_then(|v| v.parse::<u64>().ok());
+        let applied = resp
+            .header("x-promraft-applied-index")
+            .and_then(|v| v.parse::<u64>().ok());
         assert!(
             applied.is_some_and(|a| a > 0),
             "round {i}: X-Promraft-Applied-Index should be a positive index, got {applied:?}"
@@ -213,20 +217,34 @@ fn minority_leader_rejects_writes_and_linearizable_reads() {
         );
     }
     // Still not acknowledging, sequentially either.
-    let a = timed("a later write".into(), || c.node(leader).try_write(&one_sample(metric, t + 2_000, 7.0)));
+    let a = timed("a later write".into(), || {
+        c.node(leader).try_write(&one_sample(metric, t + 2_000, 7.0))
+    });
     assert_eq!(
         a.status,
         Ok(503),
         "a later write on the cut-off leader: got {a:?}\nrepro: {}",
         repro(FILE, name)
     );
-    assert!(a.took < MINORITY_ANSWER_MAX, "a later write took {} ms", a.took.as_millis());
+    assert!(
+        a.took < MINORITY_ANSWER_MAX,
+        "a later write took {} ms",
+        a.took.as_millis()
+    );
 }
 
 /// Polls local reads on `node` until one fails with 503; returns how long
 /// after `since` that happened. Panics if a read fails otherwise or none
 /// fails within `timeout`.
-fn wait_local_read_503(c: &Cluster, node: u64, metric: &str, t: i64, since: Instant, timeout: Duration) -> Duration {
+fn wait_local_read_503(
+    c: &Cluster,
+    node: u64,
+    metric: &str,
+    t: i64,
+    since: Instant,
+    timeout: Duration,
+    test: &str,
+) -> Duration {
     let addr = c.node(node).http_addr.clone();
     let time = secs(t + 10);
     let target = with_query(
@@ -236,12 +254,15 @@ fn wait_local_read_503(c: &Cluster, node: u64, metric: &str, t: i64, since: Inst
     let deadline = since + timeout;
     let mut served = 0;
     loop {
-        let r = http_request(&addr, "GET", &target, &[], b"")
-            .unwrap_or_else(|e| panic!("local read on node {node}: {e}"));
+        let r =
+            http_request(&addr, "GET", &target, &[], b"").unwrap_or_else(|e| panic!("local read on node {node}: {e}"));
         match r.status {
             503 => return since.elapsed(),
             200 => served += 1,
-            other => panic!("local read on node {node}: expected 200 or 503, got {other}: {}", r.text()),
+            other => panic!(
+                "local read on node {node}: expected 200 or 503, got {other}: {}",
+                r.text()
+            ),
         }
         assert!(
             Instant::now() < deadline,
@@ -249,7 +270,7 @@ fn wait_local_read_503(c: &Cluster, node: u64, metric: &str, t: i64, since: Inst
              served); with query.max_staleness = {} ms they should fail with 503\nrepro: {}",
             since.elapsed().as_millis(),
             MAX_STALENESS.as_millis(),
-            repro(FILE, "minority_*_local_reads_fail_after_max_staleness")
+            repro(FILE, test)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -260,6 +281,7 @@ fn wait_local_read_503(c: &Cluster, node: u64, metric: &str, t: i64, since: Inst
             (read_barrier only checks current_leader, which the isolated openraft leader keeps as itself); see the \
             cluster test report"]
 fn minority_leader_local_reads_fail_after_max_staleness() {
+    let name = "minority_leader_local_reads_fail_after_max_staleness";
     let metric = "promraft_minority_local_probe";
     let (mut c, leader, t) = cluster_with_data(metric);
     let followers: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
@@ -269,7 +291,7 @@ fn minority_leader_local_reads_fail_after_max_staleness() {
     let cut = Instant::now();
     let raft = c.raft;
     let bound = MAX_STALENESS + raft.election_max() * 2 + Duration::from_secs(3);
-    let after = wait_local_read_503(&c, leader, metric, t, cut, bound);
+    let after = wait_local_read_503(&c, leader, metric, t, cut, bound, name);
     println!(
         "cut-off leader {leader}: local reads fail with 503 {} ms after the cut (max_staleness {} ms)",
         after.as_millis(),
@@ -284,20 +306,27 @@ fn minority_leader_local_reads_fail_after_max_staleness() {
 
 #[test]
 fn isolated_follower_local_reads_fail_after_max_staleness() {
+    let name = "isolated_follower_local_reads_fail_after_max_staleness";
     let metric = "promraft_isolated_follower_probe";
     let (mut c, leader, t) = cluster_with_data(metric);
     let ids = c.ids();
     let follower = *ids.iter().find(|&&id| id != leader).expect("a follower");
     // Fresh local reads are served while the follower knows the leader.
-    let (v, _) = query_vector(&c.node(follower).http_addr, metric, t + 10, &[("consistency", "local")], &[])
-        .unwrap_or_else(|e| panic!("local read on follower {follower} with a healthy cluster: {e}"));
+    let (v, _) = query_vector(
+        &c.node(follower).http_addr,
+        metric,
+        t + 10,
+        &[("consistency", "local")],
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("local read on follower {follower} with a healthy cluster: {e}"));
     assert_eq!(v.len(), 1, "local read on follower {follower}: {v:?}");
     for &id in ids.iter().filter(|&&id| id != follower) {
         c.node_mut(id).kill9();
     }
     let cut = Instant::now();
     let bound = MAX_STALENESS + c.raft.election_max() * 2 + Duration::from_secs(3);
-    let after = wait_local_read_503(&c, follower, metric, t, cut, bound);
+    let after = wait_local_read_503(&c, follower, metric, t, cut, bound, name);
     println!(
         "isolated follower {follower}: local reads fail with 503 {} ms after the cut (max_staleness {} ms)",
         after.as_millis(),
@@ -311,21 +340,35 @@ fn isolated_follower_local_reads_fail_after_max_staleness() {
     );
     // Writes and linearizable reads are refused as well, and quickly: no
     // leader is known.
-    let a = timed("write".into(), || c.node(follower).try_write(&one_sample(metric, t + 5_000, 1.0)));
+    let a = timed("write".into(), || {
+        c.node(follower).try_write(&one_sample(metric, t + 5_000, 1.0))
+    });
     assert_eq!(a.status, Ok(503), "write on the isolated follower: {a:?}");
-    assert!(a.took < MINORITY_ANSWER_MAX, "write on the isolated follower took {:?}", a.took);
+    assert!(
+        a.took < MINORITY_ANSWER_MAX,
+        "write on the isolated follower took {:?}",
+        a.took
+    );
     let time = secs(t + 10);
     let a = timed("linearizable read".into(), || {
         c.node(follower).try_request(
             "GET",
             &with_query(
                 "/api/v1/query",
-                &[("query", metric), ("time", time.as_str()), ("consistency", "linearizable")],
+                &[
+                    ("query", metric),
+                    ("time", time.as_str()),
+                    ("consistency", "linearizable"),
+                ],
             ),
             &[],
             b"",
         )
     });
     assert_eq!(a.status, Ok(503), "linearizable read on the isolated follower: {a:?}");
-    assert!(a.took < MINORITY_ANSWER_MAX, "linearizable read on the isolated follower took {:?}", a.took);
+    assert!(
+        a.took < MINORITY_ANSWER_MAX,
+        "linearizable read on the isolated follower took {:?}",
+        a.took
+    );
 }

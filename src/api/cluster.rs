@@ -76,7 +76,12 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
     let is_leader = m.current_leader == Some(node.config.node_id);
     let mut members = Vec::new();
     for (&id, info) in membership.nodes() {
-        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned())
+            .flatten()
+            .map(|l| l.index);
         let mut st = MemberStatus {
             id,
             raft_addr: info.raft_addr.clone(),
@@ -104,7 +109,11 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
             }
         }
         if is_leader {
-            let matched = if id == node.config.node_id { Some(last_log) } else { matched };
+            let matched = if id == node.config.node_id {
+                Some(last_log)
+            } else {
+                matched
+            };
             st.replication_lag = Some(last_log.saturating_sub(matched.unwrap_or(0)));
             if id != node.config.node_id {
                 st.last_log_index = matched.unwrap_or(0);
@@ -155,7 +164,12 @@ async fn relay_if_follower(node: &AppState, path: &str, req: &AdminRequest) -> O
     if leader == node.config.node_id {
         return None;
     }
-    let Some(addr) = m.membership_config.membership().get_node(&leader).map(|n| n.http_addr.clone()) else {
+    let Some(addr) = m
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.http_addr.clone())
+    else {
         return Some(ApiError::unavailable(format!("leader {leader} has no known HTTP address")).into_response());
     };
     let url = format!("http://{addr}{path}");
@@ -174,7 +188,9 @@ fn not_leader(node: &AppState) -> Option<ApiError> {
     match node.raft_metrics().current_leader {
         Some(l) if l == node.config.node_id => None,
         Some(l) => Some(ApiError::unavailable(format!("leadership moved to node {l}; retry"))),
-        None => Some(ApiError::unavailable("no leader is known; retry when the cluster has one")),
+        None => Some(ApiError::unavailable(
+            "no leader is known; retry when the cluster has one",
+        )),
     }
 }
 
@@ -193,11 +209,17 @@ pub async fn add_learner(State(node): State<AppState>, Json(req): Json<AdminRequ
     if req.node_id == 0 || req.raft_addr.is_empty() || req.http_addr.is_empty() {
         return ApiError::bad_data("add-learner needs node_id (> 0), raft_addr and http_addr").into_response();
     }
-    let info = NodeInfo { raft_addr: req.raft_addr.clone(), http_addr: req.http_addr.clone() };
+    let info = NodeInfo {
+        raft_addr: req.raft_addr.clone(),
+        http_addr: req.http_addr.clone(),
+    };
     let membership = node.raft_metrics().membership_config.membership().clone();
     if let Some(existing) = membership.get_node(&req.node_id) {
         if *existing == info {
-            return done(format!("node {} is already a member with these addresses", req.node_id), None);
+            return done(
+                format!("node {} is already a member with these addresses", req.node_id),
+                None,
+            );
         }
         return ApiError::bad_data(format!(
             "node {} is already a member with other addresses ({existing}); remove it first",
@@ -206,7 +228,10 @@ pub async fn add_learner(State(node): State<AppState>, Json(req): Json<AdminRequ
         .into_response();
     }
     match node.raft.add_learner(req.node_id, info, true).await {
-        Ok(r) => done(format!("node {} added as a learner and caught up", req.node_id), Some(r.log_id.index)),
+        Ok(r) => done(
+            format!("node {} added as a learner and caught up", req.node_id),
+            Some(r.log_id.index),
+        ),
         Err(e) => ApiError::unavailable(format!("add learner: {e}")).into_response(),
     }
 }
@@ -224,9 +249,17 @@ pub async fn promote(State(node): State<AppState>, Json(req): Json<AdminRequest>
         return done(format!("node {} is already a voter", req.node_id), None);
     }
     if membership.get_node(&req.node_id).is_none() {
-        return ApiError::bad_data(format!("node {} is not a member; add it as a learner first", req.node_id)).into_response();
+        return ApiError::bad_data(format!(
+            "node {} is not a member; add it as a learner first",
+            req.node_id
+        ))
+        .into_response();
     }
-    match node.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])), false).await {
+    match node
+        .raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])), false)
+        .await
+    {
         Ok(r) => done(format!("node {} is now a voter", req.node_id), Some(r.log_id.index)),
         Err(e) => ApiError::unavailable(format!("promote: {e}")).into_response(),
     }
@@ -254,7 +287,13 @@ pub async fn remove(State(node): State<AppState>, Json(req): Json<AdminRequest>)
         ChangeMembers::RemoveNodes(BTreeSet::from([req.node_id]))
     };
     match node.raft.change_membership(change, false).await {
-        Ok(r) => done(format!("node {} removed; stop its process and delete its data directory", req.node_id), Some(r.log_id.index)),
+        Ok(r) => done(
+            format!(
+                "node {} removed; stop its process and delete its data directory",
+                req.node_id
+            ),
+            Some(r.log_id.index),
+        ),
         Err(e) => ApiError::unavailable(format!("remove: {e}")).into_response(),
     }
 }
@@ -272,7 +311,8 @@ pub async fn transfer_leader(State(node): State<AppState>, Json(req): Json<Admin
     }
     let membership = node.raft_metrics().membership_config.membership().clone();
     if !membership.voter_ids().any(|v| v == req.node_id) {
-        return ApiError::bad_data(format!("node {} is not a voter; only voters can lead", req.node_id)).into_response();
+        return ApiError::bad_data(format!("node {} is not a voter; only voters can lead", req.node_id))
+            .into_response();
     }
     if let Err(e) = node.raft.trigger().transfer_leader(req.node_id).await {
         return ApiError::internal(format!("transfer leader: {e}")).into_response();

@@ -7,6 +7,7 @@
 //! Every response names the node that answered and its applied index in
 //! the `X-Promraft-Node` and `X-Promraft-Applied-Index` headers.
 
+pub mod admin;
 pub mod cluster;
 pub mod params;
 pub mod prompb;
@@ -212,15 +213,27 @@ pub const HEADER_CONSISTENCY: &str = "x-promraft-consistency";
 /// Applies the read consistency the caller asked for (`consistency=` in the
 /// query string or form, or the `X-Promraft-Consistency` header) before a
 /// read is served from the local replica.
-pub async fn read_barrier(node: &AppState, query: Option<&str>, headers: &axum::http::HeaderMap, body: &axum::body::Bytes) -> Result<(), ApiError> {
+pub async fn read_barrier(
+    node: &AppState,
+    query: Option<&str>,
+    headers: &axum::http::HeaderMap,
+    body: &axum::body::Bytes,
+) -> Result<(), ApiError> {
     let p = params::Params::parse(query, headers, body)?;
     let level = p
         .get("consistency")
         .map(str::to_string)
-        .or_else(|| headers.get(HEADER_CONSISTENCY).and_then(|v| v.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            headers
+                .get(HEADER_CONSISTENCY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let level: crate::cluster::routing::Consistency = level.parse().map_err(ApiError::bad_data)?;
-    crate::cluster::routing::read_barrier(node, level).await.map_err(|e| ApiError::unavailable(e.to_string()))
+    crate::cluster::routing::read_barrier(node, level)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
 /// The router with every endpoint.
@@ -246,6 +259,13 @@ pub fn router(node: AppState) -> Router {
         .route("/api/v1/admin/cluster/promote", post(cluster::promote))
         .route("/api/v1/admin/cluster/remove", post(cluster::remove))
         .route("/api/v1/admin/cluster/transfer-leader", post(cluster::transfer_leader))
+        .route("/api/v1/admin/backup", get(admin::backup).post(admin::backup))
+        .route("/api/v1/admin/tsdb/snapshot", post(admin::snapshot))
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(admin::delete_series).put(admin::delete_series),
+        )
+        .route("/api/v1/admin/tsdb/export", get(admin::export))
         .route("/-/healthy", get(status::healthy).head(status::healthy))
         .route("/-/ready", get(status::ready).head(status::ready))
         .route("/metrics", get(status::metrics))

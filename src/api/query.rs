@@ -34,7 +34,12 @@ impl Storage for TsdbStorage {
         let series = self
             .db
             .select(matchers, mint, maxt, self.samples_max)
-            .map_err(|e| StorageError::new(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::tsdb::Error::TooManySamples { limit } => StorageError::too_many_samples(format!(
+                    "query execution (the limit is {limit} samples; narrow the selector or the time range)"
+                )),
+                e => StorageError::new(e.to_string()),
+            })?;
         Ok(series
             .into_iter()
             .map(|s| SeriesSamples {
@@ -65,7 +70,7 @@ fn param_duration_ms(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     };
     if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() || f < 0.0 || f > 9.2e15 {
+        if !f.is_finite() || !(0.0..=9.2e15).contains(&f) {
             return Err(ApiError::bad_data(format!(
                 "invalid parameter \"{key}\": cannot parse {s:?} to a valid duration"
             )));

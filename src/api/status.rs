@@ -146,9 +146,15 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
     );
     gauge(
         &mut out,
-        "promraft_storage_disk_bytes",
-        "Bytes of the embedded database on disk (log included).",
+        "promraft_tsdb_disk_bytes",
+        "Bytes of the TSDB database on disk (chunk blocks, index, checkpoint).",
         s.disk_bytes as f64,
+    );
+    gauge(
+        &mut out,
+        "promraft_raft_log_disk_bytes",
+        "Bytes of the Raft log database on disk.",
+        node.log_disk_bytes() as f64,
     );
     let m = node.raft_metrics();
     gauge(
@@ -202,7 +208,9 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
         let last = m.last_log_index.unwrap_or(0);
         for (id, matched) in repl {
             let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
-            out.push_str(&format!("promraft_raft_replication_lag_entries{{follower=\"{id}\"}} {lag}\n"));
+            out.push_str(&format!(
+                "promraft_raft_replication_lag_entries{{follower=\"{id}\"}} {lag}\n"
+            ));
         }
     }
     let ls = &node.log_stats;

@@ -93,7 +93,11 @@ pub fn run(a: &HeadBenchArgs) -> HeadBenchReport {
         .head()
         .iter_series()
         .map(|(_, s)| {
-            s.closed.iter().filter_map(|c| c.pending.as_ref()).map(|b| b.len()).sum::<usize>()
+            s.closed
+                .iter()
+                .filter_map(|c| c.pending.as_ref())
+                .map(|b| b.len())
+                .sum::<usize>()
                 + s.open.as_ref().map_or(0, |c| c.bytes().len())
         })
         .sum();

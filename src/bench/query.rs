@@ -53,17 +53,30 @@ pub struct QueryTiming {
     pub response_bytes: usize,
 }
 
-async fn time_one(client: &reqwest::Client, url: &str, form: &[(&str, String)], a: &QueryBenchArgs) -> anyhow::Result<(Vec<f64>, usize)> {
+async fn time_one(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(&str, String)],
+    a: &QueryBenchArgs,
+) -> anyhow::Result<(Vec<f64>, usize)> {
     let mut times = Vec::with_capacity(a.runs);
     let mut size = 0;
     for i in 0..(a.warmup + a.runs) {
         let started = Instant::now();
-        let resp = client.post(url).form(form).send().await.with_context(|| format!("POST {url}"))?;
+        let resp = client
+            .post(url)
+            .form(form)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
         let status = resp.status();
         let body = resp.bytes().await?;
         let took = started.elapsed();
         if !status.is_success() || !body.starts_with(br#"{"status":"success""#) {
-            bail!("{url} answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+            bail!(
+                "{url} answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
         }
         size = body.len();
         if i >= a.warmup {
@@ -90,7 +103,12 @@ pub async fn run(a: QueryBenchArgs) -> anyhow::Result<Vec<QueryTiming>> {
     for q in &a.queries {
         let form = [("query", q.clone()), ("time", format!("{:.3}", a.time))];
         let (t, size) = time_one(&client, &format!("{base}/api/v1/query"), &form, &a).await?;
-        out.push(QueryTiming { query: q.clone(), median_ms: pct(&t, 0.5), p90_ms: pct(&t, 0.9), response_bytes: size });
+        out.push(QueryTiming {
+            query: q.clone(),
+            median_ms: pct(&t, 0.5),
+            p90_ms: pct(&t, 0.9),
+            response_bytes: size,
+        });
     }
     for q in &a.range_queries {
         let form = [
@@ -100,10 +118,18 @@ pub async fn run(a: QueryBenchArgs) -> anyhow::Result<Vec<QueryTiming>> {
             ("step", format!("{}", a.step)),
         ];
         let (t, size) = time_one(&client, &format!("{base}/api/v1/query_range"), &form, &a).await?;
-        out.push(QueryTiming { query: format!("range: {q}"), median_ms: pct(&t, 0.5), p90_ms: pct(&t, 0.9), response_bytes: size });
+        out.push(QueryTiming {
+            query: format!("range: {q}"),
+            median_ms: pct(&t, 0.5),
+            p90_ms: pct(&t, 0.9),
+            response_bytes: size,
+        });
     }
     for t in &out {
-        println!("query\t{}\tmedian_ms={:.2}\tp90_ms={:.2}\tbytes={}", t.query, t.median_ms, t.p90_ms, t.response_bytes);
+        println!(
+            "query\t{}\tmedian_ms={:.2}\tp90_ms={:.2}\tbytes={}",
+            t.query, t.median_ms, t.p90_ms, t.response_bytes
+        );
     }
     Ok(out)
 }

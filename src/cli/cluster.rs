@@ -75,11 +75,22 @@ fn base(addr: &str) -> String {
 async fn post(addr: &str, path: &str, req: &AdminRequest) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(ADMIN_CALL_DEADLINE).build()?;
     let url = format!("{}{path}", base(addr));
-    let resp = client.post(&url).json(req).send().await.with_context(|| format!("POST {url}"))?;
+    let resp = client
+        .post(&url)
+        .json(req)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
     let status = resp.status();
-    let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {
-        bail!("{url}: {status}: {}", body.get("error").and_then(|e| e.as_str()).unwrap_or("(no message)"));
+        bail!(
+            "{url}: {status}: {}",
+            body.get("error").and_then(|e| e.as_str()).unwrap_or("(no message)")
+        );
     }
     println!("{}", body["data"]["message"].as_str().unwrap_or("done"));
     Ok(())
@@ -89,8 +100,14 @@ async fn post(addr: &str, path: &str, req: &AdminRequest) -> anyhow::Result<()> 
 pub async fn fetch_status(addr: &str) -> anyhow::Result<ClusterStatus> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let url = format!("{}/api/v1/status/cluster", base(addr));
-    let v: serde_json::Value = client.get(&url).send().await.with_context(|| format!("GET {url}"))?.json().await?;
-    Ok(serde_json::from_value(v["data"].clone()).context("unexpected /api/v1/status/cluster answer")?)
+    let v: serde_json::Value = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .json()
+        .await?;
+    serde_json::from_value(v["data"].clone()).context("unexpected /api/v1/status/cluster answer")
 }
 
 /// Renders the status as a table.
@@ -131,18 +148,55 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             print!("{}", render_status(&fetch_status(&a.addr).await?));
             Ok(())
         }
-        ClusterCmd::AddLearner { addr, node_id, raft_addr, http_addr } => {
-            post(&addr.addr, "/api/v1/admin/cluster/add-learner", &AdminRequest { node_id, raft_addr, http_addr }).await
+        ClusterCmd::AddLearner {
+            addr,
+            node_id,
+            raft_addr,
+            http_addr,
+        } => {
+            post(
+                &addr.addr,
+                "/api/v1/admin/cluster/add-learner",
+                &AdminRequest {
+                    node_id,
+                    raft_addr,
+                    http_addr,
+                },
+            )
+            .await
         }
         ClusterCmd::Promote { addr, node_id } => {
-            post(&addr.addr, "/api/v1/admin/cluster/promote", &AdminRequest { node_id, ..Default::default() }).await
+            post(
+                &addr.addr,
+                "/api/v1/admin/cluster/promote",
+                &AdminRequest {
+                    node_id,
+                    ..Default::default()
+                },
+            )
+            .await
         }
         ClusterCmd::Remove { addr, node_id } => {
-            post(&addr.addr, "/api/v1/admin/cluster/remove", &AdminRequest { node_id, ..Default::default() }).await
+            post(
+                &addr.addr,
+                "/api/v1/admin/cluster/remove",
+                &AdminRequest {
+                    node_id,
+                    ..Default::default()
+                },
+            )
+            .await
         }
         ClusterCmd::TransferLeader { addr, node_id } => {
-            post(&addr.addr, "/api/v1/admin/cluster/transfer-leader", &AdminRequest { node_id, ..Default::default() })
-                .await
+            post(
+                &addr.addr,
+                "/api/v1/admin/cluster/transfer-leader",
+                &AdminRequest {
+                    node_id,
+                    ..Default::default()
+                },
+            )
+            .await
         }
     }
 }

@@ -65,14 +65,16 @@ pub fn parse_exposition(text: &str) -> Vec<(Vec<(String, String)>, f64)> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name_end, mut labels) = match line.find(|c: char| c == '{' || c == ' ') {
+        let (name_end, mut labels) = match line.find(['{', ' ']) {
             Some(i) => (i, Vec::new()),
             None => continue,
         };
         let name = &line[..name_end];
         let mut rest = &line[name_end..];
         if rest.starts_with('{') {
-            let Some((parsed, after)) = parse_labels(&rest[1..]) else { continue };
+            let Some((parsed, after)) = parse_labels(&rest[1..]) else {
+                continue;
+            };
             labels = parsed;
             rest = after;
         }
@@ -128,19 +130,40 @@ fn remote_write_body(samples: &[(Vec<(String, String)>, f64)], instance: &str, t
         .map(|(labels, v)| {
             let mut l: Vec<prompb::Label> = labels
                 .iter()
-                .map(|(n, v)| prompb::Label { name: n.clone(), value: v.clone() })
+                .map(|(n, v)| prompb::Label {
+                    name: n.clone(),
+                    value: v.clone(),
+                })
                 .chain([
-                    prompb::Label { name: "instance".into(), value: instance.to_string() },
-                    prompb::Label { name: "job".into(), value: "promraft".into() },
+                    prompb::Label {
+                        name: "instance".into(),
+                        value: instance.to_string(),
+                    },
+                    prompb::Label {
+                        name: "job".into(),
+                        value: "promraft".into(),
+                    },
                 ])
                 .collect();
             l.sort_by(|a, b| a.name.cmp(&b.name));
             l.dedup_by(|a, b| a.name == b.name);
-            prompb::TimeSeries { labels: l, samples: vec![prompb::Sample { value: *v, timestamp: t_ms }], ..Default::default() }
+            prompb::TimeSeries {
+                labels: l,
+                samples: vec![prompb::Sample {
+                    value: *v,
+                    timestamp: t_ms,
+                }],
+                ..Default::default()
+            }
         })
         .collect();
-    let req = prompb::WriteRequest { timeseries, ..Default::default() };
-    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap_or_default()
+    let req = prompb::WriteRequest {
+        timeseries,
+        ..Default::default()
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap_or_default()
 }
 
 struct DemoNode {
@@ -178,7 +201,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the promraft binary")?;
     let http_ports = ports(a.http_port)?;
     let raft_ports = ports(a.raft_port)?;
-    let initial: Vec<String> = (1..=DEMO_NODES).map(|i| format!("{i}=127.0.0.1:{}", raft_ports[i as usize - 1])).collect();
+    let initial: Vec<String> = (1..=DEMO_NODES)
+        .map(|i| format!("{i}=127.0.0.1:{}", raft_ports[i as usize - 1]))
+        .collect();
     let initial = initial.join(",");
     let mut nodes = Vec::new();
     for i in 1..=DEMO_NODES {
@@ -189,7 +214,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let child = Command::new(&exe)
             .args(["serve", "--node-id", &i.to_string(), "--data-dir"])
             .arg(&dir)
-            .args(["--http-addr", &http, "--raft-addr", &format!("127.0.0.1:{}", raft_ports[i as usize - 1])])
+            .args([
+                "--http-addr",
+                &http,
+                "--raft-addr",
+                &format!("127.0.0.1:{}", raft_ports[i as usize - 1]),
+            ])
             .args(["--initial-cluster", &initial])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -213,15 +243,32 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    println!("promraft demo: a three-node cluster on loopback (data in {})\n", a.data_dir.display());
+    println!(
+        "promraft demo: a three-node cluster on loopback (data in {})\n",
+        a.data_dir.display()
+    );
     for n in &nodes {
-        println!("  node {}  pid {:>7}  http://{}  (log: {}/node-{}.log){}", n.id, n.child.id(), n.http, a.data_dir.display(), n.id, if n.id == leader { "  <- leader" } else { "" });
+        println!(
+            "  node {}  pid {:>7}  http://{}  (log: {}/node-{}.log){}",
+            n.id,
+            n.child.id(),
+            n.http,
+            a.data_dir.display(),
+            n.id,
+            if n.id == leader { "  <- leader" } else { "" }
+        );
     }
     let any = &nodes[0].http;
     let leader_pid = nodes.iter().find(|n| n.id == leader).map_or(0, |n| n.child.id());
-    println!("\nIt is fed with the nodes' own metrics every {} s. Try:", FEED_INTERVAL.as_secs());
+    println!(
+        "\nIt is fed with the nodes' own metrics every {} s. Try:",
+        FEED_INTERVAL.as_secs()
+    );
     println!("  curl -s 'http://{any}/api/v1/query?query=promraft_raft_is_leader'");
-    println!("  curl -s 'http://{}/api/v1/query?query=up&consistency=linearizable'", nodes[2].http);
+    println!(
+        "  curl -s 'http://{}/api/v1/query?query=up&consistency=linearizable'",
+        nodes[2].http
+    );
     println!("  promraft cluster status --addr {any}");
     println!("  kill -9 {leader_pid}        # the leader: a new one takes over in well under a second");
     println!("  Grafana / promtool: point them at http://{any}\n");
@@ -238,7 +285,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
         let now = chrono::Utc::now().timestamp_millis();
         for (id, http) in &addrs {
-            let Ok(resp) = client.get(format!("http://{http}/metrics")).send().await else { continue };
+            let Ok(resp) = client.get(format!("http://{http}/metrics")).send().await else {
+                continue;
+            };
             let Ok(text) = resp.text().await else { continue };
             let body = remote_write_body(&parse_exposition(&text), http, now);
             // Send to the nodes in turn; skip those that are down.
@@ -273,7 +322,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     println!("\nstopping the three nodes...");
     terminate(&mut nodes);
-    println!("stopped. Data kept in {} (run with --fresh to start over).", a.data_dir.display());
+    println!(
+        "stopped. Data kept in {} (run with --fresh to start over).",
+        a.data_dir.display()
+    );
     Ok(())
 }
 

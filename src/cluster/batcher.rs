@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::config::WriteConfig;
 use crate::metrics::Metrics;
 use crate::raft::command::DecodedCache;
-use crate::raft::{Command, Raft};
+use crate::raft::{Command, Raft, TypeConfig};
 use crate::tsdb::{AppendRequest, AppendResult, SeriesSamples};
+use openraft::impls::ProgressResponder;
 
 /// Why a write was not committed. Every variant is retryable by the sender.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -154,7 +155,13 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Job>, cfg: WriteConfig, metrics: Arc<Metrics>, decoded: Arc<DecodedCache>) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Job>,
+    cfg: WriteConfig,
+    metrics: Arc<Metrics>,
+    decoded: Arc<DecodedCache>,
+) {
     let slots = Arc::new(Semaphore::new(cfg.entries_in_flight_max));
     let mut queue: VecDeque<Job> = VecDeque::new();
     let linger = Duration::from_millis(cfg.batch_linger_ms);
@@ -184,56 +191,93 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Job>, cfg: WriteConfig, metrics:
             }
         }
         let jobs = take_batch(&mut queue, job_size, cfg.entry_series_max, cfg.entry_samples_max);
-        let raft = raft.clone();
+        // Submit in queue order, here in the loop: the parts of one request
+        // (and consecutive requests for a series) must reach the log in the
+        // order they were queued, or a later part would make an earlier one
+        // out of order. Only the wait for commit runs concurrently.
+        let Some(proposal) = submit(&raft, jobs, &metrics, &decoded).await else {
+            continue;
+        };
         let metrics = metrics.clone();
         let decoded = decoded.clone();
         let timeout = Duration::from_millis(cfg.commit_timeout_ms);
         tokio::spawn(async move {
-            propose(&raft, jobs, timeout, &metrics, &decoded).await;
+            proposal.finish(timeout, &metrics, &decoded).await;
             drop(permit);
         });
     }
 }
 
-async fn propose(raft: &Raft, jobs: Vec<Job>, timeout: Duration, metrics: &Metrics, decoded: &DecodedCache) {
+/// An entry handed to Raft, waiting for its commit and apply.
+struct Proposal {
+    rx: openraft::alias::OneshotReceiverOf<TypeConfig, openraft::raft::ClientWriteResult<TypeConfig>>,
+    dones: Vec<oneshot::Sender<Result<AppendResult, WriteError>>>,
+    key: u128,
+    started: Instant,
+}
+
+/// Encodes `jobs` into one entry and hands it to Raft (returns once it is
+/// queued in Raft, not committed). `None` when it could not be submitted;
+/// the jobs' callers have been answered.
+async fn submit(raft: &Raft, jobs: Vec<Job>, metrics: &Metrics, decoded: &DecodedCache) -> Option<Proposal> {
     let (reqs, dones): (Vec<AppendRequest>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.done)).unzip();
     let samples: usize = reqs.iter().map(AppendRequest::num_samples).sum();
+    let fail = |dones: Vec<oneshot::Sender<Result<AppendResult, WriteError>>>, e: WriteError| {
+        for d in dones {
+            let _ = d.send(Err(e.clone()));
+        }
+    };
     let cmd = match Command::write(&reqs) {
         Ok(c) => c,
         Err(e) => {
-            for d in dones {
-                let _ = d.send(Err(WriteError::Unavailable(e.to_string())));
-            }
-            return;
+            fail(dones, WriteError::Unavailable(e.to_string()));
+            return None;
         }
     };
     metrics.batch_samples.observe(samples as f64);
     let key = match &cmd {
         Command::Write { payload } => decoded.insert(payload, Arc::new(reqs)),
-        Command::Retention { .. } => 0,
+        _ => 0,
     };
+    let (responder, rx) = ProgressResponder::complete_only();
     let started = Instant::now();
-    let res = tokio::time::timeout(timeout, raft.client_write(cmd)).await;
-    if res.as_ref().map_or(true, |r| r.is_err()) {
+    if let Err(e) = raft.write(cmd).responder(responder).await {
         decoded.forget(key);
+        fail(dones, WriteError::Unavailable(e.to_string()));
+        return None;
     }
-    let err = match res {
-        Ok(Ok(resp)) => {
-            metrics.commit_latency.observe_duration(started.elapsed());
-            let mut results = resp.data.results.into_iter();
-            for d in dones {
-                let r = results
-                    .next()
-                    .ok_or_else(|| WriteError::Unavailable("apply returned fewer results than requests".into()));
-                let _ = d.send(r);
+    Some(Proposal {
+        rx,
+        dones,
+        key,
+        started,
+    })
+}
+
+impl Proposal {
+    /// Waits (bounded) for the entry's apply and answers every job in it.
+    async fn finish(self, timeout: Duration, metrics: &Metrics, decoded: &DecodedCache) {
+        let res = tokio::time::timeout(timeout, self.rx).await;
+        let err = match res {
+            Ok(Ok(Ok(resp))) => {
+                metrics.commit_latency.observe_duration(self.started.elapsed());
+                let mut results = resp.data.results.into_iter();
+                for d in self.dones {
+                    let r = results
+                        .next()
+                        .ok_or_else(|| WriteError::Unavailable("apply returned fewer results than requests".into()));
+                    let _ = d.send(r);
+                }
+                return;
             }
-            return;
+            Ok(Ok(Err(e))) => WriteError::Unavailable(e.to_string()),
+            Ok(Err(_)) => WriteError::Unavailable("raft dropped the write (shutting down)".into()),
+            Err(_) => WriteError::Unavailable(format!("commit did not finish within {} ms", timeout.as_millis())),
+        };
+        decoded.forget(self.key);
+        for d in self.dones {
+            let _ = d.send(Err(err.clone()));
         }
-        Ok(Err(e)) => WriteError::Unavailable(e.to_string()),
-        Err(_) => WriteError::Unavailable(format!("commit did not finish within {} ms", timeout.as_millis())),
-    };
-    for d in dones {
-        let _ = d.send(Err(err.clone()));
     }
 }
 

@@ -25,12 +25,18 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
         let (id, addr) = part
             .split_once('=')
             .ok_or_else(|| format!("{part:?} is not id=host:port (expected e.g. 1=10.0.0.1:9190)"))?;
-        let id: u64 = id.trim().parse().map_err(|_| format!("{id:?} in {part:?} is not a node id (a positive integer)"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} in {part:?} is not a node id (a positive integer)"))?;
         if id == 0 {
             return Err(format!("node id 0 in {part:?} is not allowed (ids start at 1)"));
         }
         let addr = addr.trim();
-        if !addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+        if !addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
             return Err(format!("{addr:?} in {part:?} is not host:port"));
         }
         if out.insert(id, addr.to_string()).is_some() {
@@ -84,14 +90,23 @@ async fn survey(node: &Node, members: &BTreeMap<u64, String>) -> Result<Option<B
             continue;
         }
         let mut c = node.peers.get(addr).map_err(|e| e.to_string())?;
-        let st = c.node_info(BOOTSTRAP_RPC_DEADLINE).await.map_err(|e| format!("node {id} at {addr}: {e}"))?;
+        let st = c
+            .node_info(BOOTSTRAP_RPC_DEADLINE)
+            .await
+            .map_err(|e| format!("node {id} at {addr}: {e}"))?;
         if st.id != id {
             return Err(format!("{addr} answers as node {}, but the list says node {id}", st.id));
         }
         if st.term > 0 || st.leader_id.is_some() {
             return Ok(None);
         }
-        infos.insert(id, NodeInfo { raft_addr: addr.clone(), http_addr: st.http_addr });
+        infos.insert(
+            id,
+            NodeInfo {
+                raft_addr: addr.clone(),
+                http_addr: st.http_addr,
+            },
+        );
     }
     Ok(Some(infos))
 }

@@ -44,7 +44,10 @@ pub enum ReadError {
 
 fn leader_addr(node: &Node, leader: u64) -> Option<String> {
     let m = node.raft_metrics();
-    m.membership_config.membership().get_node(&leader).map(|n| n.raft_addr.clone())
+    m.membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.raft_addr.clone())
 }
 
 /// Commits `req` through the leader; returns what apply did with it.
@@ -53,16 +56,23 @@ pub async fn write(node: &Node, req: AppendRequest) -> Result<AppendResult, Writ
     match leader {
         Some(l) if l == node.config.node_id => node.batcher.submit(req).await,
         Some(l) => {
-            let addr = leader_addr(node, l).ok_or_else(|| WriteError::Unavailable(format!("leader {l} has no known address")))?;
-            let mut c = node.peers.get(&addr).map_err(|e| WriteError::Unavailable(e.to_string()))?;
+            let addr = leader_addr(node, l)
+                .ok_or_else(|| WriteError::Unavailable(format!("leader {l} has no known address")))?;
+            let mut c = node
+                .peers
+                .get(&addr)
+                .map_err(|e| WriteError::Unavailable(e.to_string()))?;
             let deadline = Duration::from_millis(node.config.write.commit_timeout_ms);
             let mut res = c
                 .forward_write(std::slice::from_ref(&req), deadline)
                 .await
                 .map_err(|e| WriteError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
-            res.pop().ok_or_else(|| WriteError::Unavailable("leader returned no result".into()))
+            res.pop()
+                .ok_or_else(|| WriteError::Unavailable("leader returned no result".into()))
         }
-        None => Err(WriteError::Unavailable("no leader is known (election in progress or no quorum)".into())),
+        None => Err(WriteError::Unavailable(
+            "no leader is known (election in progress or no quorum)".into(),
+        )),
     }
 }
 
@@ -91,17 +101,30 @@ pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadErr
                     let fut = node.raft.get_read_log_id(ReadPolicy::ReadIndex);
                     let (read, _) = tokio::time::timeout_at(deadline.into(), fut)
                         .await
-                        .map_err(|_| ReadError::Unavailable("read index: leader could not confirm leadership in time".into()))?
+                        .map_err(|_| {
+                            ReadError::Unavailable("read index: leader could not confirm leadership in time".into())
+                        })?
                         .map_err(|e| ReadError::Unavailable(format!("read index: {e}")))?;
                     read.log_id().index
                 }
                 Some(l) => {
-                    let addr = leader_addr(node, l).ok_or_else(|| ReadError::Unavailable(format!("leader {l} has no known address")))?;
-                    let mut c = node.peers.get(&addr).map_err(|e| ReadError::Unavailable(e.to_string()))?;
+                    let addr = leader_addr(node, l)
+                        .ok_or_else(|| ReadError::Unavailable(format!("leader {l} has no known address")))?;
+                    let mut c = node
+                        .peers
+                        .get(&addr)
+                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
                     let left = deadline.saturating_duration_since(Instant::now());
-                    c.read_index(left).await.map_err(|e: RpcError| ReadError::Unavailable(format!("read index from leader {l}: {e}")))?.index()
+                    c.read_index(left)
+                        .await
+                        .map_err(|e: RpcError| ReadError::Unavailable(format!("read index from leader {l}: {e}")))?
+                        .index()
                 }
-                None => return Err(ReadError::Unavailable("no leader is known; a linearizable read needs one".into())),
+                None => {
+                    return Err(ReadError::Unavailable(
+                        "no leader is known; a linearizable read needs one".into(),
+                    ))
+                }
             };
             let mut applied = node.applied.clone();
             let reached = tokio::time::timeout_at(deadline.into(), async {

@@ -96,7 +96,17 @@ pub enum QueryError {
     TooManySamples(String),
     /// The storage failed.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for QueryError {
+    fn from(e: StorageError) -> Self {
+        if e.too_many_samples {
+            QueryError::TooManySamples(e.message)
+        } else {
+            QueryError::Storage(e)
+        }
+    }
 }
 
 impl QueryError {

@@ -32,6 +32,9 @@ pub fn stale_marker() -> f64 {
 pub struct StorageError {
     /// What went wrong, for the operator.
     pub message: String,
+    /// True when the storage refused because the query would load more
+    /// samples than allowed (reported as Prometheus's execution error).
+    pub too_many_samples: bool,
 }
 
 impl StorageError {
@@ -39,6 +42,15 @@ impl StorageError {
     pub fn new(message: impl Into<String>) -> Self {
         StorageError {
             message: message.into(),
+            too_many_samples: false,
+        }
+    }
+
+    /// The storage's samples limit was reached.
+    pub fn too_many_samples(message: impl Into<String>) -> Self {
+        StorageError {
+            message: message.into(),
+            too_many_samples: true,
         }
     }
 }

@@ -34,6 +34,60 @@ pub enum Command {
         /// Cut-off, ms since the epoch.
         cutoff_ms: i64,
     },
+    /// Delete the series matching any of `selectors` whose samples all lie
+    /// in `[start_ms, end_ms]` (`POST /api/v1/admin/tsdb/delete_series`).
+    /// Applied on every replica at the same log position.
+    DeleteSeries {
+        /// Matcher sets; a series matching all matchers of any set is deleted.
+        selectors: Vec<Vec<MatcherSpec>>,
+        /// Start of the range, ms since the epoch.
+        start_ms: i64,
+        /// End of the range, ms since the epoch.
+        end_ms: i64,
+    },
+}
+
+/// A label matcher as a log entry carries it: plain data, compiled at apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatcherSpec {
+    /// Label name.
+    pub name: String,
+    /// `=`, `!=`, `=~` or `!~`.
+    pub op: String,
+    /// Value or regex source.
+    pub value: String,
+}
+
+impl MatcherSpec {
+    /// The spec of a compiled matcher.
+    pub fn of(m: &crate::tsdb::Matcher) -> MatcherSpec {
+        use crate::tsdb::MatchOp;
+        let op = match m.op {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        };
+        MatcherSpec {
+            name: m.name.clone(),
+            op: op.to_string(),
+            value: m.value.clone(),
+        }
+    }
+
+    /// Compiles the matcher. Deterministic: every replica gets the same
+    /// answer for the same spec.
+    pub fn compile(&self) -> Result<crate::tsdb::Matcher, String> {
+        use crate::tsdb::MatchOp;
+        let op = match self.op.as_str() {
+            "=" => MatchOp::Equal,
+            "!=" => MatchOp::NotEqual,
+            "=~" => MatchOp::Regex,
+            "!~" => MatchOp::NotRegex,
+            other => return Err(format!("unknown matcher operator {other:?}")),
+        };
+        crate::tsdb::Matcher::new(op, &self.name, &self.value).map_err(|e| e.to_string())
+    }
 }
 
 impl fmt::Debug for Command {
@@ -47,6 +101,13 @@ impl fmt::Display for Command {
         match self {
             Command::Write { payload } => write!(f, "Write({} bytes)", payload.len()),
             Command::Retention { cutoff_ms } => write!(f, "Retention(before {cutoff_ms})"),
+            Command::DeleteSeries {
+                selectors,
+                start_ms,
+                end_ms,
+            } => {
+                write!(f, "DeleteSeries({} selectors, {start_ms}..={end_ms})", selectors.len())
+            }
         }
     }
 }

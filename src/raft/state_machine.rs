@@ -56,6 +56,21 @@ pub fn checkpoint_log_id(db: &Db) -> io::Result<Option<LogId>> {
     }
 }
 
+/// Decodes the Raft state kept with a checkpoint: the applied log id and
+/// the membership (for backups and restore).
+pub fn decode_upper(b: &[u8]) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
+    Ok((upper.applied, upper.membership))
+}
+
+/// Encodes the Raft state kept with a checkpoint (restore writes a new one:
+/// the backup's applied log id with a one-member membership).
+pub fn encode_upper(applied: Option<LogId>, membership: StoredMembership) -> Vec<u8> {
+    bincode::serde::encode_to_vec(&Upper { applied, membership }, bincode::config::standard())
+        .expect("encoding to a Vec cannot fail")
+}
+
 /// Applied progress others can wait on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -101,7 +116,8 @@ impl StateMachine {
             applied: upper.applied,
             membership: upper.membership,
             last_checkpoint,
-            applied_tx, decoded,
+            applied_tx,
+            decoded,
         })
     }
 
@@ -138,10 +154,29 @@ impl StateMachine {
                         Command::decode_write(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
                     ),
                 };
-                Ok(CommandResponse { results: reqs.iter().map(|r| self.db.apply(r)).collect() })
+                Ok(CommandResponse {
+                    results: reqs.iter().map(|r| self.db.apply(r)).collect(),
+                })
             }
             Command::Retention { cutoff_ms } => {
                 self.db.apply_retention(*cutoff_ms);
+                Ok(CommandResponse::default())
+            }
+            Command::DeleteSeries {
+                selectors,
+                start_ms,
+                end_ms,
+            } => {
+                // A set that does not compile deletes nothing, on every replica alike.
+                let sets: Vec<Vec<crate::tsdb::Matcher>> = selectors
+                    .iter()
+                    .filter_map(|set| set.iter().map(|m| m.compile()).collect::<Result<Vec<_>, _>>().ok())
+                    .filter(|set| !set.is_empty())
+                    .collect();
+                if !sets.is_empty() {
+                    let r = self.db.delete_series(&sets, *start_ms, *end_ms);
+                    tracing::info!(deleted = r.deleted, skipped = r.skipped, "applied delete_series");
+                }
                 Ok(CommandResponse::default())
             }
         }

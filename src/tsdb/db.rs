@@ -71,6 +71,15 @@ pub struct Digest {
     pub samples: u64,
 }
 
+/// What an admin delete did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResult {
+    /// Series removed.
+    pub deleted: u64,
+    /// Matching series left alone because they hold samples outside the range.
+    pub skipped: u64,
+}
+
 /// Head statistics for `/api/v1/status/tsdb` and `/metrics`.
 #[derive(Debug, Clone, Default)]
 pub struct DbStatus {
@@ -272,7 +281,9 @@ impl Db {
                 ChunkSource::Memory(b) => push_chunk(b, &mut samples)?,
                 ChunkSource::Stored(loc) => {
                     // Retention may have deleted it since the plan: skip.
-                    let Some(bytes) = self.store.read_chunk(*loc)? else { continue };
+                    let Some(bytes) = self.store.read_chunk(*loc)? else {
+                        continue;
+                    };
                     push_chunk(&bytes, &mut samples)?;
                 }
             }
@@ -433,6 +444,43 @@ impl Db {
             series,
             samples,
         })
+    }
+
+    /// Deletes the series matching any matcher set whose samples all lie in
+    /// `[mint, maxt]` (an admin delete applied from the log, so every replica
+    /// deletes the same). Series with samples outside the range are left
+    /// alone and counted in `skipped`: deleting part of a series is not
+    /// supported yet.
+    pub fn delete_series(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> DeleteResult {
+        let mut head = self.head.write();
+        let ids = Self::matching_ids(&head, sets, mint, maxt);
+        let (whole, partial): (Vec<SeriesId>, Vec<SeriesId>) = ids.into_iter().partition(|&id| {
+            head.series(id)
+                .is_some_and(|s| s.min_time() >= mint && s.max_time() <= maxt)
+        });
+        let deleted = head.delete_series(&whole);
+        DeleteResult {
+            deleted,
+            skipped: partial.len() as u64,
+        }
+    }
+
+    /// Labels of the series matching any matcher set that have samples both
+    /// inside and outside `[mint, maxt]` (an admin delete leaves those alone).
+    pub fn series_partly_in(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
+        let head = self.head.read();
+        Self::matching_ids(&head, sets, mint, maxt)
+            .into_iter()
+            .filter_map(|id| head.series(id))
+            .filter(|s| s.min_time() < mint || s.max_time() > maxt)
+            .map(|s| head.labels_of(s))
+            .collect()
+    }
+
+    /// Reads an export stream (what [`Db::export`] writes) without storing
+    /// it, checks every checksum in it, and says what it holds.
+    pub fn summarize_export(r: &mut impl std::io::Read) -> Result<super::store::ExportSummary, Error> {
+        super::store::summarize_export(r)
     }
 
     /// Statistics for the status endpoints.

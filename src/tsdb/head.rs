@@ -93,6 +93,9 @@ pub struct ChunkLoc {
 /// holding a series that changed, each as one value.
 pub const OPEN_STATE_SHARDS: u32 = 64;
 
+/// A series' interned labels.
+type SeriesLabels = Box<[(Sym, Sym)]>;
+
 /// One series in memory.
 pub struct MemSeries {
     /// Interned labels, sorted by name.
@@ -192,6 +195,9 @@ pub struct HeadStats {
     pub chunks_cut: u64,
 }
 
+/// One series' encoded open state.
+pub type EncodedOpenState = (SeriesId, Vec<u8>);
+
 /// What changed since the last checkpoint, for the store to persist.
 #[derive(Default)]
 pub struct CheckpointDelta {
@@ -205,7 +211,7 @@ pub struct CheckpointDelta {
     pub deleted_series: Vec<SeriesId>,
     /// Open-state shards to rewrite whole: shard, then every series in it
     /// that has open state.
-    pub open_shards: Vec<(u32, Vec<(SeriesId, Vec<u8>)>)>,
+    pub open_shards: Vec<(u32, Vec<EncodedOpenState>)>,
     /// Next series id.
     pub next_series_id: SeriesId,
     /// Lowest timestamp accepted (retention).
@@ -430,7 +436,11 @@ impl Head {
         if let Some(open) = s.open.as_ref().filter(|c| c.first_t().is_some_and(|f| f <= t)) {
             for (ts, val) in open.iter().flatten() {
                 if ts == t {
-                    return if val.to_bits() == bits { Ok(Appended::Duplicate) } else { Err(Reject::DuplicateTimestamp) };
+                    return if val.to_bits() == bits {
+                        Ok(Appended::Duplicate)
+                    } else {
+                        Err(Reject::DuplicateTimestamp)
+                    };
                 }
                 if ts > t {
                     break;
@@ -532,7 +542,7 @@ impl Head {
         if emptied.is_empty() {
             return;
         }
-        let removed: Vec<(SeriesId, Box<[(Sym, Sym)]>)> = emptied
+        let removed: Vec<(SeriesId, SeriesLabels)> = emptied
             .iter()
             .filter_map(|&id| self.series[id as usize].take().map(|s| (id, s.labels)))
             .collect();
@@ -743,6 +753,67 @@ impl Head {
     }
 }
 
+impl Head {
+    /// Removes whole series (an admin delete, applied from the log like
+    /// retention): their chunks stop counting towards their blocks, unsaved
+    /// chunks are forgotten, and the series leave the index. The next
+    /// checkpoint deletes their labels and drops blocks left without live
+    /// chunks. Returns how many series were removed.
+    pub fn delete_series(&mut self, ids: &[SeriesId]) -> u64 {
+        let mut removed = 0;
+        for &id in ids {
+            let Some(s) = self.series.get_mut(id as usize).and_then(Option::take) else {
+                continue;
+            };
+            for c in &s.closed {
+                if let Some(loc) = c.loc {
+                    if let Some(n) = self.block_refs.get_mut(&loc.block) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.block_refs.remove(&loc.block);
+                            self.deleted_blocks.push(loc.block);
+                        }
+                    }
+                }
+            }
+            self.new_chunks.retain(|&(sid, _)| sid != id);
+            let syms = s.labels.to_vec();
+            self.postings.remove(&[id], |_| syms.clone());
+            let labels = Labels::from_sorted_unchecked(
+                syms.iter()
+                    .map(|&(n, v)| Label {
+                        name: self.symbols.resolve(n).to_string(),
+                        value: self.symbols.resolve(v).to_string(),
+                    })
+                    .collect(),
+            );
+            let h = labels.stable_hash();
+            if self.by_hash.get(&h) == Some(&id) {
+                self.by_hash.remove(&h);
+                if let Some(mut rest) = self.collisions.remove(&h) {
+                    if let Some(first) = rest.pop() {
+                        self.by_hash.insert(h, first);
+                    }
+                    if !rest.is_empty() {
+                        self.collisions.insert(h, rest);
+                    }
+                }
+            } else if let Some(list) = self.collisions.get_mut(&h) {
+                list.retain(|x| *x != id);
+                if list.is_empty() {
+                    self.collisions.remove(&h);
+                }
+            }
+            self.deleted_series.push(id);
+            self.new_series.retain(|x| *x != id);
+            self.live_series -= 1;
+            self.stats.series_removed += 1;
+            removed += 1;
+        }
+        removed
+    }
+}
+
 /// Open state layout: `[u32 BE open chunk len][open chunk bytes][u32 BE ooo count]([i64 BE t][u64 BE v bits])*[i64 BE max_t][u64 BE last value bits]`.
 fn encode_open_state(s: &MemSeries) -> Option<Vec<u8>> {
     let open: &[u8] = s.open.as_ref().map_or(&[], XorChunk::bytes);
@@ -792,6 +863,12 @@ fn decode_open_state(b: &[u8]) -> Result<OpenState, super::Error> {
         ooo.push((t, v));
     }
     Ok((open, ooo))
+}
+
+/// Decodes an encoded open state (the open chunk and the out-of-order
+/// samples), for readers of checkpoint exports outside the head.
+pub fn decode_open_state_pub(b: &[u8]) -> Result<(Option<XorChunk>, Vec<(i64, f64)>), super::Error> {
+    decode_open_state(b)
 }
 
 /// Reads the trailing `(max_t, last_bits)` of an encoded open state.

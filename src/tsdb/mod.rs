@@ -17,10 +17,11 @@ pub mod postings;
 mod store;
 pub mod symbols;
 
-pub use db::{AppendResult, Db, DbStatus, Digest, SeriesData};
+pub use db::{AppendResult, Db, DbStatus, DeleteResult, Digest, SeriesData};
 pub use head::{HeadOptions, Reject};
 pub use labels::{Label, Labels};
 pub use matcher::{MatchOp, Matcher};
+pub use store::ExportSummary;
 
 use serde::{Deserialize, Serialize};
 

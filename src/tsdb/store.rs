@@ -99,7 +99,11 @@ fn block_tree_name(block: u64) -> String {
 impl Store {
     /// Opens the `tsdb` tree of `db`.
     pub fn open(db: &sled::Db) -> Result<Self, Error> {
-        Ok(Store { tree: db.open_tree("tsdb")?, db: db.clone(), blocks: Default::default() })
+        Ok(Store {
+            tree: db.open_tree("tsdb")?,
+            db: db.clone(),
+            blocks: Default::default(),
+        })
     }
 
     fn block_tree(&self, block: u64) -> Result<sled::Tree, Error> {
@@ -116,7 +120,12 @@ impl Store {
         self.db
             .tree_names()
             .iter()
-            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix(BLOCK_TREE_PREFIX).map(str::to_string))
+            .filter_map(|n| {
+                std::str::from_utf8(n)
+                    .ok()?
+                    .strip_prefix(BLOCK_TREE_PREFIX)
+                    .map(str::to_string)
+            })
             .filter_map(|hex| u64::from_str_radix(&hex, 16).ok())
             .collect()
     }
@@ -170,7 +179,11 @@ impl Store {
                     seq: e.seq,
                     ooo: e.ooo,
                     pending: None,
-                    loc: Some(ChunkLoc { block, offset: e.offset, len: e.len }),
+                    loc: Some(ChunkLoc {
+                        block,
+                        offset: e.offset,
+                        len: e.len,
+                    }),
                 });
             }
         }
@@ -202,7 +215,11 @@ impl Store {
 
     /// Writes a checkpoint atomically and waits until it is on disk.
     /// Returns where each new chunk went.
-    pub fn write_checkpoint(&self, delta: &CheckpointDelta, upper: Vec<u8>) -> Result<Vec<(SeriesId, u32, ChunkLoc)>, Error> {
+    pub fn write_checkpoint(
+        &self,
+        delta: &CheckpointDelta,
+        upper: Vec<u8>,
+    ) -> Result<Vec<(SeriesId, u32, ChunkLoc)>, Error> {
         let mut batch = sled::Batch::default();
         let mut next_block_id = self.meta()?.map_or(0, |m| m.next_block_id);
         for &block in &delta.deleted_blocks {
@@ -217,24 +234,33 @@ impl Store {
         let mut locs = Vec::with_capacity(delta.new_chunks.len());
         let mut block = Vec::with_capacity(BLOCK_BYTES_TARGET + 4096);
         let mut entries: Vec<IndexEntry> = Vec::new();
-        let mut flush_block = |block: &mut Vec<u8>, entries: &mut Vec<IndexEntry>, batch: &mut sled::Batch| -> Result<(), Error> {
-            if entries.is_empty() {
-                return Ok(());
-            }
-            let id = next_block_id;
-            next_block_id += 1;
-            for e in entries.iter() {
-                locs.push((e.series, e.seq, ChunkLoc { block: id, offset: e.offset, len: e.len }));
-            }
-            // Each block is the only value of a tree of its own, written once:
-            // sled then keeps it as one file and never rewrites it, where a
-            // shared tree would rewrite every neighbouring block on each insert.
-            self.block_tree(id)?.insert(BLOCK_VALUE_KEY, block.as_slice())?;
-            batch.insert(block_key(P_INDEX, id), encode_index(entries));
-            block.clear();
-            entries.clear();
-            Ok(())
-        };
+        let mut flush_block =
+            |block: &mut Vec<u8>, entries: &mut Vec<IndexEntry>, batch: &mut sled::Batch| -> Result<(), Error> {
+                if entries.is_empty() {
+                    return Ok(());
+                }
+                let id = next_block_id;
+                next_block_id += 1;
+                for e in entries.iter() {
+                    locs.push((
+                        e.series,
+                        e.seq,
+                        ChunkLoc {
+                            block: id,
+                            offset: e.offset,
+                            len: e.len,
+                        },
+                    ));
+                }
+                // Each block is the only value of a tree of its own, written once:
+                // sled then keeps it as one file and never rewrites it, where a
+                // shared tree would rewrite every neighbouring block on each insert.
+                self.block_tree(id)?.insert(BLOCK_VALUE_KEY, block.as_slice())?;
+                batch.insert(block_key(P_INDEX, id), encode_index(entries));
+                block.clear();
+                entries.clear();
+                Ok(())
+            };
         for (id, c) in &delta.new_chunks {
             let Some(bytes) = c.pending.as_ref() else { continue };
             if block.is_empty() {
@@ -293,15 +319,28 @@ impl Store {
     /// Reads one persisted chunk, checking its CRC. `None` when its block
     /// was deleted (retention) since the caller looked it up.
     pub fn read_chunk(&self, loc: ChunkLoc) -> Result<Option<Vec<u8>>, Error> {
-        if !self.blocks.read().contains_key(&loc.block) && !self.db.tree_names().iter().any(|n| n.as_ref() == block_tree_name(loc.block).as_bytes()) {
+        if !self.blocks.read().contains_key(&loc.block)
+            && !self
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == block_tree_name(loc.block).as_bytes())
+        {
             return Ok(None);
         }
-        let Some(block) = self.block_tree(loc.block)?.get(BLOCK_VALUE_KEY)? else { return Ok(None) };
+        let Some(block) = self.block_tree(loc.block)?.get(BLOCK_VALUE_KEY)? else {
+            return Ok(None);
+        };
         let (start, end) = (loc.offset as usize, loc.offset as usize + loc.len as usize);
-        let frame = block
-            .get(start..end)
-            .ok_or_else(|| Error::Corrupt(format!("chunk at {start}..{end} outside block {} of {} bytes", loc.block, block.len())))?;
-        let payload = chunk::decode_frame(frame).map_err(|e| Error::Corrupt(format!("chunk in block {}: {e}", loc.block)))?;
+        let frame = block.get(start..end).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "chunk at {start}..{end} outside block {} of {} bytes",
+                loc.block,
+                block.len()
+            ))
+        })?;
+        let payload =
+            chunk::decode_frame(frame).map_err(|e| Error::Corrupt(format!("chunk in block {}: {e}", loc.block)))?;
         Ok(Some(payload.to_vec()))
     }
 
@@ -354,7 +393,9 @@ impl Store {
             r.read_exact(&mut len)?;
             let len = u32::from_be_bytes(len) as usize;
             if len > RECORD_BYTES_MAX {
-                return Err(Error::Corrupt(format!("snapshot record of {len} bytes exceeds {RECORD_BYTES_MAX}")));
+                return Err(Error::Corrupt(format!(
+                    "snapshot record of {len} bytes exceeds {RECORD_BYTES_MAX}"
+                )));
             }
             let mut b = vec![0u8; len];
             r.read_exact(&mut b)?;
@@ -382,17 +423,27 @@ impl Store {
                         let hex = std::str::from_utf8(&name)
                             .ok()
                             .and_then(|n| n.strip_prefix(BLOCK_TREE_PREFIX))
-                            .ok_or_else(|| Error::Corrupt(format!("snapshot names unknown tree {:?}", String::from_utf8_lossy(&name))))?;
-                        let id = u64::from_str_radix(hex, 16).map_err(|_| Error::Corrupt("bad block tree name".into()))?;
+                            .ok_or_else(|| {
+                                Error::Corrupt(format!(
+                                    "snapshot names unknown tree {:?}",
+                                    String::from_utf8_lossy(&name)
+                                ))
+                            })?;
+                        let id =
+                            u64::from_str_radix(hex, 16).map_err(|_| Error::Corrupt("bad block tree name".into()))?;
                         self.block_tree(id)?
                     });
                 }
                 (2, k) => {
                     let (tag, v) = rec(r)?;
                     if tag != 3 {
-                        return Err(Error::Corrupt(format!("snapshot: expected a value record, got tag {tag}")));
+                        return Err(Error::Corrupt(format!(
+                            "snapshot: expected a value record, got tag {tag}"
+                        )));
                     }
-                    let t = tree.as_ref().ok_or_else(|| Error::Corrupt("snapshot record before any tree".into()))?;
+                    let t = tree
+                        .as_ref()
+                        .ok_or_else(|| Error::Corrupt("snapshot record before any tree".into()))?;
                     if k == KEY_META && t.name() == self.tree.name() {
                         meta = Some(v);
                     } else {
@@ -410,7 +461,6 @@ impl Store {
         Ok(n)
     }
 }
-
 
 fn block_key(prefix: u8, block: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -448,7 +498,9 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 fn get_uvarint(b: &mut &[u8]) -> Result<u64, Error> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let (&byte, rest) = b.split_first().ok_or_else(|| Error::Corrupt("truncated varint".into()))?;
+        let (&byte, rest) = b
+            .split_first()
+            .ok_or_else(|| Error::Corrupt("truncated varint".into()))?;
         *b = rest;
         v |= u64::from(byte & 0x7f) << shift;
         if byte < 0x80 {
@@ -510,7 +562,15 @@ fn decode_index(v: &[u8]) -> Result<Vec<IndexEntry>, Error> {
         b = rest;
         let len = u32::try_from(get_uvarint(&mut b)?).map_err(|_| corrupt("length"))?;
         let off = u32::try_from(offset).map_err(|_| corrupt("offset"))?;
-        out.push(IndexEntry { series, seq, mint, maxt, ooo: flags == 1, offset: off, len });
+        out.push(IndexEntry {
+            series,
+            seq,
+            mint,
+            maxt,
+            ooo: flags == 1,
+            offset: off,
+            len,
+        });
         offset += u64::from(len);
         prev_mint = mint;
     }
@@ -568,4 +628,178 @@ fn decode_labels(b: &[u8]) -> Result<Labels, Error> {
         return Err(Error::Corrupt("series labels not sorted".into()));
     }
     Ok(Labels::from_sorted_unchecked(v))
+}
+
+/// What an export stream holds, computed by reading it once
+/// ([`summarize_export`]); backups carry it in their header and `verify`
+/// recomputes it to check the content against the header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportSummary {
+    /// Series (label sets) stored.
+    pub series: u64,
+    /// Samples stored: in live persisted chunks, open chunks and
+    /// out-of-order buffers (before de-duplication of overlaps).
+    pub samples: u64,
+    /// Live persisted chunks.
+    pub chunks: u64,
+    /// Oldest sample time (ms), `None` when there is no sample.
+    pub min_time_ms: Option<i64>,
+    /// Newest sample time (ms), `None` when there is no sample.
+    pub max_time_ms: Option<i64>,
+    /// Key/value records in the stream.
+    pub records: u64,
+    /// The upper-layer state of the checkpoint (Raft applied log id and membership).
+    pub upper: Vec<u8>,
+}
+
+/// Reads a whole export stream (as [`Store::export`] writes it) without
+/// storing it and says what it holds. Every record, chunk index, open-state
+/// shard and live chunk frame is decoded and its checksum checked, so a
+/// stream that passes is one that [`Store::import`] and a later load accept.
+///
+/// Memory: the live chunk positions of every block (about 24 bytes per chunk).
+pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
+    /// Largest record accepted; the same bound as import.
+    const RECORD_BYTES_MAX: usize = 256 << 20;
+    fn rec(r: &mut impl Read) -> Result<(u8, Vec<u8>), Error> {
+        let mut tag = [0u8; 1];
+        r.read_exact(&mut tag)?;
+        if tag[0] == 0 {
+            return Ok((0, Vec::new()));
+        }
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > RECORD_BYTES_MAX {
+            return Err(Error::Corrupt(format!(
+                "export record of {len} bytes exceeds {RECORD_BYTES_MAX}"
+            )));
+        }
+        let mut b = vec![0u8; len];
+        r.read_exact(&mut b)?;
+        Ok((tag[0], b))
+    }
+    let mut out = ExportSummary::default();
+    let widen = |out: &mut ExportSummary, lo: i64, hi: i64| {
+        out.min_time_ms = Some(out.min_time_ms.map_or(lo, |m| m.min(lo)));
+        out.max_time_ms = Some(out.max_time_ms.map_or(hi, |m| m.max(hi)));
+    };
+    let mut meta: Option<CheckpointMeta> = None;
+    // Series present: chunks of series deleted since their block was
+    // written stay listed in the block's index but are not loaded.
+    let mut series_ids = std::collections::HashSet::new();
+    // Block id -> (offset, len) of the chunks the index lists, with their time range.
+    let mut index: HashMap<u64, Vec<(u32, u32, i64, i64)>> = HashMap::new();
+    // `None` before the first tree, `Some(None)` in the main tree,
+    // `Some(Some(id))` in the tree of block `id`.
+    let mut tree: Option<Option<u64>> = None;
+    let mut block_seen = std::collections::HashSet::new();
+    loop {
+        let (tag, k) = rec(r)?;
+        match tag {
+            0 => break,
+            1 => {
+                if k != b"tsdb" {
+                    let hex = std::str::from_utf8(&k)
+                        .ok()
+                        .and_then(|n| n.strip_prefix(BLOCK_TREE_PREFIX))
+                        .ok_or_else(|| {
+                            Error::Corrupt(format!("export names unknown tree {:?}", String::from_utf8_lossy(&k)))
+                        })?;
+                    let id = u64::from_str_radix(hex, 16).map_err(|_| Error::Corrupt("bad block tree name".into()))?;
+                    block_seen.insert(id);
+                    tree = Some(Some(id));
+                } else {
+                    tree = Some(None);
+                }
+            }
+            2 => {
+                let (vtag, v) = rec(r)?;
+                if vtag != 3 {
+                    return Err(Error::Corrupt(format!(
+                        "export: expected a value record, got tag {vtag}"
+                    )));
+                }
+                out.records += 1;
+                let t = tree.ok_or_else(|| Error::Corrupt("export record before any tree".into()))?;
+                if let Some(id) = t {
+                    // A block tree: check every live chunk frame it holds.
+                    for &(offset, len, mint, maxt) in index.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                        let (start, end) = (offset as usize, offset as usize + len as usize);
+                        let frame = v.get(start..end).ok_or_else(|| {
+                            Error::Corrupt(format!(
+                                "chunk at {start}..{end} outside block {id} of {} bytes",
+                                v.len()
+                            ))
+                        })?;
+                        let payload = chunk::decode_frame(frame)
+                            .map_err(|e| Error::Corrupt(format!("chunk in block {id}: {e}")))?;
+                        let n = payload
+                            .get(..2)
+                            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                            .ok_or_else(|| Error::Corrupt(format!("empty chunk in block {id}")))?;
+                        out.samples += u64::from(n);
+                        out.chunks += 1;
+                        widen(&mut out, mint, maxt);
+                    }
+                } else {
+                    match k.first() {
+                        _ if k == KEY_META => {
+                            let (m, _): (CheckpointMeta, usize) = bincode::serde::decode_from_slice(&v, bincode_cfg())
+                                .map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
+                            if m.version > CHECKPOINT_FORMAT_VERSION {
+                                return Err(Error::Corrupt(format!(
+                                    "checkpoint format version {} is newer than this binary supports ({CHECKPOINT_FORMAT_VERSION})",
+                                    m.version
+                                )));
+                            }
+                            meta = Some(m);
+                        }
+                        Some(&P_SERIES) => {
+                            decode_labels(&v)?;
+                            series_ids.insert(parse_id(&k)?.0);
+                            out.series += 1;
+                        }
+                        Some(&P_INDEX) => {
+                            let block = block_id(&k)?;
+                            let floor = meta.as_ref().map_or(i64::MIN, |m| m.min_valid_t);
+                            let live: Vec<_> = decode_index(&v)?
+                                .into_iter()
+                                .filter(|e| e.maxt >= floor && series_ids.contains(&e.series))
+                                .map(|e| (e.offset, e.len, e.mint, e.maxt))
+                                .collect();
+                            index.insert(block, live);
+                        }
+                        Some(&P_OPEN) => {
+                            for (_, st) in decode_open_shard(&v)? {
+                                let (open, ooo) = super::head::decode_open_state_pub(&st)?;
+                                if let Some(c) = open {
+                                    if let (Some(lo), Some(hi)) = (c.first_t(), c.last_t()) {
+                                        widen(&mut out, lo, hi);
+                                    }
+                                    out.samples += c.num_samples() as u64;
+                                }
+                                if let (Some(&(lo, _)), Some(&(hi, _))) = (ooo.first(), ooo.last()) {
+                                    widen(&mut out, lo, hi);
+                                }
+                                out.samples += ooo.len() as u64;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            other => return Err(Error::Corrupt(format!("export: unknown record tag {other}"))),
+        }
+    }
+    let meta = meta.ok_or_else(|| Error::Corrupt("export holds no checkpoint meta".into()))?;
+    for block in index.keys() {
+        if !block_seen.contains(block) && index.get(block).is_some_and(|v| !v.is_empty()) {
+            return Err(Error::Corrupt(format!(
+                "chunk index names block {block}, which the export lacks"
+            )));
+        }
+    }
+    out.upper = meta.upper;
+    Ok(out)
 }

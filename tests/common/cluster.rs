@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::{
     http_request, label_set_of, parse_matrix, parse_vector, run_command, secs, series, with_query, write_request,
-    CommandOutput, Digest, HttpResponse, LabelSet, TestDir, TestNode, LOG_TAIL_LINES, PROMRAFT_BIN, POLL_INTERVAL,
+    CommandOutput, Digest, HttpResponse, LabelSet, TestDir, TestNode, LOG_TAIL_LINES, POLL_INTERVAL, PROMRAFT_BIN,
     READY_TIMEOUT, REMOTE_WRITE_HEADERS,
 };
 
@@ -161,7 +161,10 @@ pub fn try_digest(http_addr: &str) -> Result<Digest, String> {
     let d = &v["data"];
     let field = |k: &str| d[k].as_u64().ok_or_else(|| format!("{k} missing in {d}"));
     Ok(Digest {
-        digest: d["digest"].as_str().ok_or_else(|| format!("digest missing in {d}"))?.to_string(),
+        digest: d["digest"]
+            .as_str()
+            .ok_or_else(|| format!("digest missing in {d}"))?
+            .to_string(),
         series: field("series")?,
         samples: field("samples")?,
         applied_index: field("appliedIndex")?,
@@ -193,14 +196,18 @@ pub fn query_raw(
     Ok(parse_matrix(&data["result"]))
 }
 
-/// The instant vector of `query` at `time_ms` from the node at `http_addr`.
+/// An instant vector by label set: `(timestamp ms, value)` per series.
+pub type Vector = BTreeMap<LabelSet, (i64, f64)>;
+
+/// The instant vector of `query` at `time_ms` from the node at `http_addr`,
+/// with the whole response (for its headers).
 pub fn query_vector(
     http_addr: &str,
     query: &str,
     time_ms: i64,
     extra: &[(&str, &str)],
     headers: &[(&str, &str)],
-) -> Result<(BTreeMap<LabelSet, (i64, f64)>, HttpResponse), String> {
+) -> Result<(Vector, HttpResponse), String> {
     let time = secs(time_ms);
     let mut params = vec![("query", query), ("time", time.as_str())];
     params.extend_from_slice(extra);
@@ -314,12 +321,16 @@ impl Cluster {
 
     /// Node `id`.
     pub fn node(&self, id: u64) -> &TestNode {
-        self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
     /// Node `id`, mutable (kill, restart, stop).
     pub fn node_mut(&mut self, id: u64) -> &mut TestNode {
-        self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
     /// Ids of every node started.
@@ -329,7 +340,10 @@ impl Cluster {
 
     /// Ids of the nodes whose process runs.
     pub fn running_ids(&mut self) -> Vec<u64> {
-        self.nodes.iter_mut().filter_map(|(id, n)| n.is_running().then_some(*id)).collect()
+        self.nodes
+            .iter_mut()
+            .filter_map(|(id, n)| n.is_running().then_some(*id))
+            .collect()
     }
 
     /// `(id, http addr)` of the given nodes.
@@ -354,31 +368,38 @@ impl Cluster {
     /// Waits until every node of `among` names the same leader, that leader
     /// is one of `among` and says it leads; returns the leader's view.
     pub fn wait_leader(&self, among: &[u64], timeout: Duration) -> ClusterView {
-        super::wait_until(&format!("nodes {among:?} to agree on a leader among them"), timeout, || {
-            let mut views = Vec::new();
-            for &id in among {
-                let v = cluster_status(&self.node(id).http_addr).map_err(|e| format!("node {id}: {e}"))?;
-                views.push(v);
-            }
-            let leaders: BTreeSet<Option<u64>> = views.iter().map(|v| v.leader_id).collect();
-            let summary = views
-                .iter()
-                .map(|v| format!("node {} sees leader {:?} in term {}", v.node_id, v.leader_id, v.term))
-                .collect::<Vec<_>>()
-                .join("; ");
-            match leaders.into_iter().collect::<Vec<_>>()[..] {
-                [Some(l)] if among.contains(&l) => {
-                    let v = views.into_iter().find(|v| v.node_id == l).expect("leader is among the asked");
-                    let me = v.members.iter().find(|m| m.id == l).map(|m| m.role.clone());
-                    if me.as_deref() == Some("leader") {
-                        Ok(v)
-                    } else {
-                        Err(format!("node {l} is named leader but its role is {me:?}; {summary}"))
-                    }
+        super::wait_until(
+            &format!("nodes {among:?} to agree on a leader among them"),
+            timeout,
+            || {
+                let mut views = Vec::new();
+                for &id in among {
+                    let v = cluster_status(&self.node(id).http_addr).map_err(|e| format!("node {id}: {e}"))?;
+                    views.push(v);
                 }
-                _ => Err(summary),
-            }
-        })
+                let leaders: BTreeSet<Option<u64>> = views.iter().map(|v| v.leader_id).collect();
+                let summary = views
+                    .iter()
+                    .map(|v| format!("node {} sees leader {:?} in term {}", v.node_id, v.leader_id, v.term))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                match leaders.into_iter().collect::<Vec<_>>()[..] {
+                    [Some(l)] if among.contains(&l) => {
+                        let v = views
+                            .into_iter()
+                            .find(|v| v.node_id == l)
+                            .expect("leader is among the asked");
+                        let me = v.members.iter().find(|m| m.id == l).map(|m| m.role.clone());
+                        if me.as_deref() == Some("leader") {
+                            Ok(v)
+                        } else {
+                            Err(format!("node {l} is named leader but its role is {me:?}; {summary}"))
+                        }
+                    }
+                    _ => Err(summary),
+                }
+            },
+        )
     }
 
     /// Waits until the nodes of `among` report the same applied index and
@@ -387,12 +408,15 @@ impl Cluster {
     pub fn wait_converged(&self, among: &[u64], timeout: Duration) -> Digest {
         let deadline = Instant::now() + timeout;
         loop {
-            let last;
             let digests: Result<Vec<(u64, Digest)>, String> = among
                 .iter()
-                .map(|&id| try_digest(&self.node(id).http_addr).map(|d| (id, d)).map_err(|e| format!("node {id}: {e}")))
+                .map(|&id| {
+                    try_digest(&self.node(id).http_addr)
+                        .map(|d| (id, d))
+                        .map_err(|e| format!("node {id}: {e}"))
+                })
                 .collect();
-            match digests {
+            let last = match digests {
                 Ok(ds) => {
                     let indexes: BTreeSet<u64> = ds.iter().map(|(_, d)| d.applied_index).collect();
                     if indexes.len() == 1 {
@@ -411,14 +435,13 @@ impl Cluster {
                         );
                         return first.clone();
                     }
-                    last = ds
-                        .iter()
+                    ds.iter()
                         .map(|(id, d)| format!("node {id} at index {}", d.applied_index))
                         .collect::<Vec<_>>()
-                        .join(", ");
+                        .join(", ")
                 }
-                Err(e) => last = e,
-            }
+                Err(e) => e,
+            };
             if Instant::now() >= deadline {
                 panic!("nodes {among:?} did not reach the same applied index within {timeout:?}; last: {last}");
             }
@@ -450,7 +473,11 @@ impl Cluster {
     /// One line per node: id, addresses, whether it runs, the command that
     /// starts it by hand. For failure messages.
     pub fn describe(&mut self) -> String {
-        let mut out = format!("cluster in {} (config {}):\n", self.dir().display(), self.config_path.display());
+        let mut out = format!(
+            "cluster in {} (config {}):\n",
+            self.dir().display(),
+            self.config_path.display()
+        );
         for (id, n) in self.nodes.iter_mut() {
             let running = n.is_running();
             out.push_str(&format!(
@@ -553,7 +580,10 @@ impl Oracle {
         let mut problems = Vec::new();
         for (ls, points) in stored {
             let Some(sent) = self.sent.get(ls) else {
-                problems.push(format!("series never written is stored: {ls:?} ({} samples)", points.len()));
+                problems.push(format!(
+                    "series never written is stored: {ls:?} ({} samples)",
+                    points.len()
+                ));
                 continue;
             };
             for w in points.windows(2) {
@@ -576,9 +606,9 @@ impl Oracle {
             for (t, v) in want {
                 match got.get(t) {
                     None => problems.push(format!("acknowledged sample missing: {ls:?} @{t} = {v}")),
-                    Some(g) if g.to_bits() != v.to_bits() => {
-                        problems.push(format!("acknowledged sample changed: {ls:?} @{t}: sent {v}, stored {g}"))
-                    }
+                    Some(g) if g.to_bits() != v.to_bits() => problems.push(format!(
+                        "acknowledged sample changed: {ls:?} @{t}: sent {v}, stored {g}"
+                    )),
                     Some(_) => {}
                 }
             }
@@ -714,7 +744,11 @@ impl WriteLoad {
                     .expect("spawn a writer thread")
             })
             .collect();
-        WriteLoad { stop, attempts, handles }
+        WriteLoad {
+            stop,
+            attempts,
+            handles,
+        }
     }
 
     /// Every attempt so far, in completion order.
@@ -736,7 +770,12 @@ impl WriteLoad {
 
     /// Acknowledged attempts so far.
     pub fn acked(&self) -> usize {
-        self.attempts.lock().expect("attempts lock").iter().filter(|a| a.acked()).count()
+        self.attempts
+            .lock()
+            .expect("attempts lock")
+            .iter()
+            .filter(|a| a.acked())
+            .count()
     }
 
     /// Waits until `n` more attempts than now were acknowledged, at most
@@ -774,7 +813,11 @@ impl Drop for WriteLoad {
 
 /// The label set of series `s` of writer `w`.
 pub fn writer_series(metric: &str, w: usize, s: usize) -> LabelSet {
-    label_set_of(&[("__name__", metric), ("writer", &format!("w{w}")), ("s", &s.to_string())])
+    label_set_of(&[
+        ("__name__", metric),
+        ("writer", &format!("w{w}")),
+        ("s", &s.to_string()),
+    ])
 }
 
 /// The value writer `w` sends for series `s` at request `seq`, sample `k`:
@@ -790,7 +833,12 @@ pub fn writer_request(spec: &WriterSpec, w: usize, seq: u64) -> (Vec<(LabelSet, 
     for s in 0..spec.series {
         let ls = writer_series(&spec.metric, w, s);
         let points: Vec<(i64, f64)> = (0..spec.samples)
-            .map(|k| (spec.base_ms + (seq * spec.samples as u64 + k as u64) as i64, writer_value(seq, s, k)))
+            .map(|k| {
+                (
+                    spec.base_ms + (seq * spec.samples as u64 + k as u64) as i64,
+                    writer_value(seq, s, k),
+                )
+            })
             .collect();
         for &(t, v) in &points {
             samples.push((ls.clone(), t, v));
@@ -842,7 +890,8 @@ fn run_writer(
                 }
                 Ok(r) if r.status == 503 => {}
                 Ok(r) => {
-                    res.unexpected.push(format!("node {id}: HTTP {}: {}", r.status, r.text().trim()));
+                    res.unexpected
+                        .push(format!("node {id}: HTTP {}: {}", r.status, r.text().trim()));
                     break;
                 }
                 Err(_) => {}
