@@ -273,6 +273,9 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
         );
     }
     let url = format!("{}/api/v1/admin/backup", base(&addr));
+    // Rates are of the whole command: the node's checkpoint and spool, the
+    // transfer and the local write.
+    let command_started = Instant::now();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(DOWNLOAD_IDLE_TIMEOUT)
@@ -312,7 +315,7 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
         }
     }
     drop(tx);
-    let (header, size, secs) = writer
+    let (header, size, _stream_secs) = writer
         .await
         .context("backup writer task")?
         .with_context(|| format!("backup from {addr} failed; no file was written at {}", out.display()))?;
@@ -329,9 +332,9 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
         }
     );
     println!("{}", describe(&header));
-    let secs = secs.max(1e-3);
+    let secs = command_started.elapsed().as_secs_f64().max(1e-3);
     println!(
-        "  rate: {:.1} MB/s of content, {:.0} samples/s, {:.1} s",
+        "  rate: {:.1} MB/s of content, {:.0} samples/s, {:.2} s in all",
         header.content_bytes as f64 / 1e6 / secs,
         header.samples as f64 / secs,
         secs
@@ -441,7 +444,7 @@ pub async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
         report.digest.digest, report.digest.series, report.digest.samples
     );
     println!(
-        "  rate: {:.1} MB/s of content, {:.0} samples/s, {:.1} s",
+        "  rate: {:.1} MB/s of content, {:.0} samples/s, {:.2} s in all",
         h.content_bytes as f64 / 1e6 / secs,
         h.samples as f64 / secs,
         secs

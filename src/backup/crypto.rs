@@ -90,7 +90,7 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Decodes hex; `None` if it is not hex.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -380,6 +380,9 @@ pub async fn run_export(a: ExportArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Samples of one import batch by label set.
+type Batch = BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>;
+
 /// What an import did.
 #[derive(Debug, Default)]
 struct ImportStats {
@@ -396,7 +399,7 @@ const IMPORT_ATTEMPTS_MAX: u32 = 10;
 async fn send_batch(
     client: &reqwest::Client,
     url: &str,
-    batch: &mut BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>,
+    batch: &mut Batch,
     st: &mut ImportStats,
 ) -> anyhow::Result<()> {
     if batch.is_empty() {
@@ -483,7 +486,7 @@ pub async fn run_import(a: ImportArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let f = std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?;
     let mut st = ImportStats::default();
-    let mut batch: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut batch: Batch = BTreeMap::new();
     let mut in_batch = 0usize;
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", a.input.display()))?;

@@ -867,7 +867,7 @@ fn decode_open_state(b: &[u8]) -> Result<OpenState, super::Error> {
 
 /// Decodes an encoded open state (the open chunk and the out-of-order
 /// samples), for readers of checkpoint exports outside the head.
-pub fn decode_open_state_pub(b: &[u8]) -> Result<(Option<XorChunk>, Vec<(i64, f64)>), super::Error> {
+pub fn decode_open_state_pub(b: &[u8]) -> Result<OpenState, super::Error> {
     decode_open_state(b)
 }
 
