@@ -230,7 +230,8 @@ impl Node {
     /// True once this node knows a leader and has applied what it committed.
     pub fn is_ready(&self) -> bool {
         let m = self.raft_metrics();
-        m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
+        let fresh = m.current_leader != Some(self.config.node_id) || crate::cluster::routing::leader_is_fresh(self);
+        fresh && m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
     }
 
     fn spawn_duties(self: &Arc<Self>) {

@@ -277,9 +277,6 @@ fn wait_local_read_503(
 }
 
 #[test]
-#[ignore = "product bug: a leader cut off from its followers keeps serving consistency=local reads forever \
-            (read_barrier only checks current_leader, which the isolated openraft leader keeps as itself); see the \
-            cluster test report"]
 fn minority_leader_local_reads_fail_after_max_staleness() {
     let name = "minority_leader_local_reads_fail_after_max_staleness";
     let metric = "promraft_minority_local_probe";

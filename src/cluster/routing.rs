@@ -50,11 +50,38 @@ fn leader_addr(node: &Node, leader: u64) -> Option<String> {
         .map(|n| n.raft_addr.clone())
 }
 
+/// For a leader: whether a quorum acknowledged it within `max_staleness`
+/// (always true for a one-voter cluster). An isolated openraft leader keeps
+/// believing it leads; this is how it finds out.
+pub fn leader_is_fresh(node: &Node) -> bool {
+    let m = node.raft_metrics();
+    let me = node.config.node_id;
+    let alone = m.membership_config.membership().voter_ids().all(|v| v == me);
+    alone
+        || quorum_ack_age_ms(&m)
+            .is_some_and(|ms| i64::try_from(ms).unwrap_or(i64::MAX) <= node.config.query.max_staleness)
+}
+
+/// Milliseconds since a quorum last acknowledged this leader, measured now
+/// (not when the metrics were last published).
+fn quorum_ack_age_ms(m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Option<u64> {
+    use openraft::async_runtime::Instant as _;
+    m.last_quorum_acked.as_ref().map(|t| (**t).elapsed().as_millis() as u64)
+}
+
 /// Commits `req` through the leader; returns what apply did with it.
 pub async fn write(node: &Node, req: AppendRequest) -> Result<AppendResult, WriteError> {
     let leader = node.raft_metrics().current_leader;
     match leader {
-        Some(l) if l == node.config.node_id => node.batcher.submit(req).await,
+        Some(l) if l == node.config.node_id => {
+            if !leader_is_fresh(node) {
+                // Fail fast instead of waiting out the commit timeout.
+                return Err(WriteError::Unavailable(format!(
+                    "node {l} leads but no quorum has acknowledged it within max_staleness; the cluster has no quorum"
+                )));
+            }
+            node.batcher.submit(req).await
+        }
         Some(l) => {
             let addr = leader_addr(node, l)
                 .ok_or_else(|| WriteError::Unavailable(format!("leader {l} has no known address")))?;
@@ -81,10 +108,26 @@ pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadErr
     let m = node.raft_metrics();
     match level {
         Consistency::Local => {
+            let max = Duration::from_millis(node.config.query.max_staleness as u64);
+            let me = node.config.node_id;
+            if m.current_leader == Some(me) {
+                // A leader cut off from its followers still believes it
+                // leads; what tells is how long ago a quorum acknowledged it.
+                let alone = m.membership_config.membership().voter_ids().all(|v| v == me);
+                return match quorum_ack_age_ms(&m) {
+                    _ if alone => Ok(()),
+                    Some(ms) if u128::from(ms) <= max.as_millis() => Ok(()),
+                    other => Err(ReadError::Unavailable(format!(
+                        "node {me} leads but no quorum has acknowledged it for {} (max_staleness {} ms); \
+                         retry on another node or later",
+                        other.map_or("ever".to_string(), |ms| format!("{ms} ms")),
+                        max.as_millis()
+                    ))),
+                };
+            }
             if m.current_leader.is_some() {
                 return Ok(());
             }
-            let max = Duration::from_millis(node.config.query.max_staleness as u64);
             match node.leader_lost_at() {
                 Some(t) if t.elapsed() <= max => Ok(()),
                 _ => Err(ReadError::Unavailable(format!(
