@@ -198,6 +198,8 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Job>, cfg: WriteConfig, metrics:
 async fn propose(raft: &Raft, jobs: Vec<Job>, timeout: Duration, metrics: &Metrics, decoded: &DecodedCache) {
     let (reqs, dones): (Vec<AppendRequest>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.done)).unzip();
     let samples: usize = reqs.iter().map(AppendRequest::num_samples).sum();
+    #[cfg(feature = "sim-bugs")]
+    let counts: Vec<u64> = reqs.iter().map(|r| r.num_samples() as u64).collect();
     let cmd = match Command::write(&reqs) {
         Ok(c) => c,
         Err(e) => {
@@ -211,6 +213,18 @@ async fn propose(raft: &Raft, jobs: Vec<Job>, timeout: Duration, metrics: &Metri
     let key = match &cmd {
         Command::Write { payload } => decoded.insert(payload, Arc::new(reqs)),
         Command::Retention { .. } => 0,
+    };
+    #[cfg(feature = "sim-bugs")]
+    let dones = if crate::sim_bugs::enabled(crate::sim_bugs::Bug::AckBeforeCommit) {
+        for (d, n) in dones.into_iter().zip(counts) {
+            let _ = d.send(Ok(AppendResult {
+                appended: n,
+                ..Default::default()
+            }));
+        }
+        Vec::new()
+    } else {
+        dones
     };
     let started = Instant::now();
     let res = tokio::time::timeout(timeout, raft.client_write(cmd)).await;
