@@ -48,12 +48,18 @@ pub struct Shared {
     pub starts: BTreeMap<u64, u64>,
     /// False once the run is over: clients stop issuing operations.
     pub clients_on: bool,
+    /// The highest applied index seen on any node, crashed ones included.
+    pub max_applied_seen: u64,
 }
 
 impl Shared {
-    /// The highest applied index of any running node.
-    pub fn max_applied(&self) -> u64 {
-        self.nodes.values().map(|n| n.applied_index()).max().unwrap_or(0)
+    /// The highest applied index any node has reached so far. A write's
+    /// entry is at or below it once the leader has answered: the leader
+    /// applied the entry first (and may have crashed since).
+    pub fn max_applied(&mut self) -> u64 {
+        let now = self.nodes.values().map(|n| n.applied_index()).max().unwrap_or(0);
+        self.max_applied_seen = self.max_applied_seen.max(now);
+        self.max_applied_seen
     }
 }
 

@@ -157,12 +157,13 @@ impl Faults {
     }
 
     fn crash(&mut self, id: u64, lose_unsynced: bool, sim: &mut turmoil::Sim<'_>, shared: &SharedRef, slots: &[std::sync::Arc<NodeSlot>], now: u64) {
-        sim.crash(host_name(id));
         {
             let mut sh = shared.lock();
+            sh.max_applied();
             sh.nodes.remove(&id);
             sh.controls.remove(&id);
         }
+        sim.crash(host_name(id));
         let slot = &slots[(id - 1) as usize];
         let mut lost = 0;
         for disk in [&slot.log_disk, &slot.tsdb_disk] {

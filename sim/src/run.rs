@@ -122,6 +122,7 @@ fn check_replicas(shared: &SharedRef, digests: &mut Digests, now: u64) -> Vec<Re
 /// Records the leaders running nodes claim; checks one per term.
 fn observe_leaders(shared: &SharedRef, leaders: &mut Leaders, now: u64) {
     let mut sh = shared.lock();
+    sh.max_applied();
     let seen: Vec<(u64, u64)> = sh
         .nodes
         .iter()
