@@ -168,13 +168,12 @@ impl KvTree for SledTree {
 /// Runs `f`, a piece of disk work: on a blocking thread when `inline` is
 /// false (production: it may take milliseconds), on the calling task when
 /// true (the simulator: instant, and threads would break determinism).
-pub async fn run_io<T: Send + 'static>(
-    inline: bool,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> io::Result<T> {
+pub async fn run_io<T: Send + 'static>(inline: bool, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
     if inline {
         Ok(f())
     } else {
-        tokio::task::spawn_blocking(f).await.map_err(|e| io::Error::other(e.to_string()))
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 }

@@ -161,7 +161,8 @@ async fn node_main(slot: Arc<NodeSlot>, seed: u64) -> turmoil::Result {
         let mut sh = slot.shared.lock();
         sh.nodes.insert(slot.id, node.clone());
         sh.controls.insert(slot.id, tx);
-        sh.trace.event(now_ms(), "node-started", &[slot.id, node.applied_index()]);
+        sh.trace
+            .event(now_ms(), "node-started", &[slot.id, node.applied_index()]);
     }
     let client_rng = StdRng::seed_from_u64(mix(seed, 7));
     tokio::spawn(SeededRuntime::scope(
@@ -170,10 +171,17 @@ async fn node_main(slot: Arc<NodeSlot>, seed: u64) -> turmoil::Result {
     ));
     while let Some(c) = rx.recv().await {
         let (kind, res) = match c {
-            Control::TransferLeader(to) => ("transfer-leader", node.raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())),
+            Control::TransferLeader(to) => (
+                "transfer-leader",
+                node.raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string()),
+            ),
             Control::SetVoters(voters) => (
                 "set-voters",
-                node.raft.change_membership(voters, true).await.map(|_| ()).map_err(|e| e.to_string()),
+                node.raft
+                    .change_membership(voters, true)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
             ),
         };
         let mut sh = slot.shared.lock();

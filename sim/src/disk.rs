@@ -138,7 +138,11 @@ impl Kv for Disk {
 
     fn size_on_disk(&self) -> u64 {
         let st = self.state.lock();
-        st.durable.values().flat_map(|t| t.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum()
+        st.durable
+            .values()
+            .flat_map(|t| t.iter())
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
     }
 
     fn inline_io(&self) -> bool {
@@ -156,7 +160,9 @@ struct DiskTree {
 impl DiskTree {
     fn collect(&self, f: impl Fn(&[u8]) -> bool, stop: impl Fn(&[u8]) -> bool, from: &[u8]) -> Vec<KvPair> {
         let st = self.disk.state.lock();
-        let Some(t) = st.live.get(&self.name) else { return Vec::new() };
+        let Some(t) = st.live.get(&self.name) else {
+            return Vec::new();
+        };
         t.range(from.to_vec()..)
             .take_while(|(k, _)| !stop(k))
             .filter(|(k, _)| f(k))
@@ -171,7 +177,13 @@ fn iter(v: Vec<KvPair>) -> KvIter<'static> {
 
 impl KvTree for DiskTree {
     fn get(&self, key: &[u8]) -> io::Result<Option<IVec>> {
-        Ok(self.disk.state.lock().live.get(&self.name).and_then(|t| t.get(key).cloned()))
+        Ok(self
+            .disk
+            .state
+            .lock()
+            .live
+            .get(&self.name)
+            .and_then(|t| t.get(key).cloned()))
     }
 
     fn insert(&self, key: &[u8], value: IVec) -> io::Result<()> {

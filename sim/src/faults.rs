@@ -98,7 +98,13 @@ impl Faults {
     }
 
     /// Runs what is due at `now` and maybe injects a new fault.
-    pub fn tick(&mut self, sim: &mut turmoil::Sim<'_>, shared: &SharedRef, slots: &[std::sync::Arc<NodeSlot>], now: u64) {
+    pub fn tick(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        shared: &SharedRef,
+        slots: &[std::sync::Arc<NodeSlot>],
+        now: u64,
+    ) {
         let due: Vec<Undo> = {
             let (due, keep): (Vec<_>, Vec<_>) = self.undo.drain(..).partition(|(at, _)| *at <= now);
             self.undo = keep;
@@ -156,7 +162,15 @@ impl Faults {
         }
     }
 
-    fn crash(&mut self, id: u64, lose_unsynced: bool, sim: &mut turmoil::Sim<'_>, shared: &SharedRef, slots: &[std::sync::Arc<NodeSlot>], now: u64) {
+    fn crash(
+        &mut self,
+        id: u64,
+        lose_unsynced: bool,
+        sim: &mut turmoil::Sim<'_>,
+        shared: &SharedRef,
+        slots: &[std::sync::Arc<NodeSlot>],
+        now: u64,
+    ) {
         {
             let mut sh = shared.lock();
             sh.max_applied();
@@ -168,11 +182,19 @@ impl Faults {
         let mut lost = 0;
         for disk in [&slot.log_disk, &slot.tsdb_disk] {
             let pending = disk.pending();
-            let keep = if lose_unsynced { self.rng.gen_range(0..=pending) } else { pending };
+            let keep = if lose_unsynced {
+                self.rng.gen_range(0..=pending)
+            } else {
+                pending
+            };
             lost += disk.crash(keep);
         }
         self.down.insert(id);
-        let kind = if lose_unsynced { "crash-lose-unsynced" } else { "crash-restart" };
+        let kind = if lose_unsynced {
+            "crash-lose-unsynced"
+        } else {
+            "crash-restart"
+        };
         self.count(kind, shared, now, &[id, lost as u64]);
         self.later(now, 200, 3_000, Undo::Restart(id));
     }
@@ -242,7 +264,9 @@ impl Faults {
             72..=85 => {
                 let Some((l, _)) = leader(shared) else { return };
                 let others: Vec<u64> = up.iter().copied().filter(|&i| i != l).collect();
-                let Some(&to) = others.choose(&mut self.rng) else { return };
+                let Some(&to) = others.choose(&mut self.rng) else {
+                    return;
+                };
                 if let Some(tx) = shared.lock().controls.get(&l) {
                     let _ = tx.send(Control::TransferLeader(to));
                 }
@@ -251,7 +275,9 @@ impl Faults {
             86..=95 if n >= 5 && !self.voters_changed => {
                 let Some((l, _)) = leader(shared) else { return };
                 let others: Vec<u64> = self.ids.iter().copied().filter(|&i| i != l).collect();
-                let Some(&out) = others.choose(&mut self.rng) else { return };
+                let Some(&out) = others.choose(&mut self.rng) else {
+                    return;
+                };
                 let voters: BTreeSet<u64> = self.ids.iter().copied().filter(|&i| i != out).collect();
                 if let Some(tx) = shared.lock().controls.get(&l) {
                     let _ = tx.send(Control::SetVoters(voters));

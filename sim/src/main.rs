@@ -22,12 +22,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> u64 {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| {
-                    eprintln!("{what} needs a number");
-                    usage()
-                })
+            args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                eprintln!("{what} needs a number");
+                usage()
+            })
         };
         match a.as_str() {
             "--seeds" => seeds = num("--seeds"),
@@ -87,7 +85,12 @@ fn main() {
     } else {
         println!("{} failing seeds:", failed.len());
         for r in &failed {
-            println!("  seed {}: {}  (replay: {})", r.seed, r.violations[0].detail, replay_command(r.seed));
+            println!(
+                "  seed {}: {}  (replay: {})",
+                r.seed,
+                r.violations[0].detail,
+                replay_command(r.seed)
+            );
         }
         std::process::exit(1);
     }

@@ -25,7 +25,10 @@ impl Connector for SimConnector {
     fn channel(&self, addr: &str) -> Result<Channel, Error> {
         let endpoint = TcpConnector::endpoint(addr)?;
         let connect = tower::service_fn(|uri: Uri| async move {
-            let host = uri.host().ok_or_else(|| io::Error::other("uri without host"))?.to_string();
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::other("uri without host"))?
+                .to_string();
             let port = uri.port_u16().unwrap_or(RAFT_PORT);
             let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
             Ok::<_, io::Error>(TokioIo::new(stream))

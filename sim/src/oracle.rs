@@ -78,7 +78,10 @@ impl WriteOp {
         AppendRequest {
             series: by_series
                 .into_iter()
-                .map(|(k, samples)| SeriesSamples { labels: labels(k), samples })
+                .map(|(k, samples)| SeriesSamples {
+                    labels: labels(k),
+                    samples,
+                })
                 .collect(),
             metadata: vec![],
         }
@@ -155,6 +158,8 @@ impl Oracle {
 
     /// Acknowledged writes.
     pub fn acked(&self) -> impl Iterator<Item = &WriteOp> {
-        self.writes.iter().filter(|w| matches!(w.outcome, Outcome::Acked { .. }))
+        self.writes
+            .iter()
+            .filter(|w| matches!(w.outcome, Outcome::Acked { .. }))
     }
 }

@@ -15,8 +15,8 @@ use crate::cluster::{host_name, mix, run_node, NodeSlot, Shared, SharedRef};
 use crate::disk::Disk;
 use crate::faults::{Faults, BASE_LATENCY};
 use crate::invariants::heal::{self, HealState};
-use crate::invariants::same_digest::Digests;
 use crate::invariants::one_leader_per_term::Leaders;
+use crate::invariants::same_digest::Digests;
 use crate::invariants::{acked_not_lost, no_duplicate_or_phantom, Replica, Violation};
 use crate::oracle::OpCounts;
 
@@ -111,9 +111,18 @@ fn check_replicas(shared: &SharedRef, digests: &mut Digests, now: u64) -> Vec<Re
     let mut sh = shared.lock();
     for r in &rs {
         found.extend(acked_not_lost::check(&sh.oracle, r, now));
-        found.extend(no_duplicate_or_phantom::check(&sh.oracle, &format!("node {}", r.id), &r.data, now));
+        found.extend(no_duplicate_or_phantom::check(
+            &sh.oracle,
+            &format!("node {}", r.id),
+            &r.data,
+            now,
+        ));
         found.extend(digests.check(r, now));
-        sh.trace.event(now, "replica", &[r.id, r.applied, u64::from_str_radix(&r.digest.digest, 16).unwrap_or(0)]);
+        sh.trace.event(
+            now,
+            "replica",
+            &[r.id, r.applied, u64::from_str_radix(&r.digest.digest, 16).unwrap_or(0)],
+        );
     }
     sh.violations.extend(found);
     rs
@@ -216,7 +225,11 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
                     let m = n.raft_metrics();
                     m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
                 });
-                (sh.nodes.len() == ids.len(), sh.oracle.counts.writes_acked, committed_applied)
+                (
+                    sh.nodes.len() == ids.len(),
+                    sh.oracle.counts.writes_acked,
+                    committed_applied,
+                )
             };
             st.leader = leader.map(|(l, _)| l);
             st.writes_acked = acked_now - *acked_before;

@@ -55,7 +55,8 @@ async fn write(id: u64, node: &Node, shared: &SharedRef, rng: &mut StdRng) {
             if let Some(v) = acked_not_lost::check_ack(op.id, op.samples.len(), &r, at) {
                 sh.violations.push(v);
             }
-            sh.trace.event(at, "write-acked", &[id, op.id, r.appended, r.duplicates]);
+            sh.trace
+                .event(at, "write-acked", &[id, op.id, r.appended, r.duplicates]);
             sh.oracle.finish_write(op.id, Outcome::Acked { bound_index, at_ms: at });
         }
         Err(_) => {

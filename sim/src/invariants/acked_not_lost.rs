@@ -32,7 +32,13 @@ pub fn check(oracle: &Oracle, replica: &Replica, at_ms: u64) -> Vec<Violation> {
     }
     let mut out = Vec::new();
     for w in oracle.acked() {
-        let Outcome::Acked { bound_index, at_ms: acked_ms } = w.outcome else { continue };
+        let Outcome::Acked {
+            bound_index,
+            at_ms: acked_ms,
+        } = w.outcome
+        else {
+            continue;
+        };
         if replica.applied < bound_index {
             continue;
         }

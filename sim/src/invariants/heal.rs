@@ -26,13 +26,17 @@ impl HealState {
 
 /// True when the replicas agree (same applied index, same digest).
 pub fn converged(replicas: &[Replica]) -> bool {
-    replicas.windows(2).all(|w| w[0].applied == w[1].applied && w[0].digest == w[1].digest)
+    replicas
+        .windows(2)
+        .all(|w| w[0].applied == w[1].applied && w[0].digest == w[1].digest)
 }
 
 /// The violation when the deadline passed first.
 pub fn timed_out(state: &HealState, heal_ms: u64, at_ms: u64, replicas: &[Replica]) -> Violation {
-    let applied: Vec<(u64, u64, String)> =
-        replicas.iter().map(|r| (r.id, r.applied, r.digest.digest.clone())).collect();
+    let applied: Vec<(u64, u64, String)> = replicas
+        .iter()
+        .map(|r| (r.id, r.applied, r.digest.digest.clone()))
+        .collect();
     Violation {
         invariant: NAME,
         at_ms,

@@ -28,7 +28,10 @@ pub fn check(oracle: &Oracle, who: &str, data: &[SeriesData], at_ms: u64) -> Vec
         }
         for w in s.samples.windows(2) {
             if w[0].0 >= w[1].0 {
-                v(format!("{who}: series {k:?} has timestamp {} twice or out of order", w[1].0));
+                v(format!(
+                    "{who}: series {k:?} has timestamp {} twice or out of order",
+                    w[1].0
+                ));
             }
         }
         for &(t, val) in &s.samples {
