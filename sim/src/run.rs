@@ -60,6 +60,8 @@ pub struct RunReport {
     pub writes_unknown: u64,
     /// Terms that had a leader.
     pub terms: usize,
+    /// Terms that had more than one leader (openraft's leader ids allow it).
+    pub shared_terms: usize,
     /// Sim time at the end, ms.
     pub sim_ms: u64,
     /// Breaches found (empty: the seed passed).
@@ -208,6 +210,9 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
             break;
         }
         observe_leaders(&shared, &mut leaders, now);
+        if !shared.lock().violations.is_empty() {
+            break;
+        }
         if now < next_check {
             continue;
         }
@@ -261,6 +266,7 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
         ops: sh.oracle.counts.clone(),
         writes_unknown: sh.oracle.unknown(),
         terms: leaders.terms(),
+        shared_terms: leaders.shared_terms(),
         sim_ms: now,
         violations: sh.violations.clone(),
         trace_tail: sh.trace.tail().cloned().collect(),
