@@ -220,10 +220,19 @@ fn main() {
                 .find(|l| l.starts_with("  violation"))
                 .unwrap_or("  (no detail)");
             println!("  seed {}:{}", r.seed, &first[1..]);
-            println!("    replay: {}", replay_command(r.seed));
+            println!("    replay: {}", replay_with_bugs(r.seed, &bugs));
         }
         std::process::exit(1);
     }
+}
+
+/// The replay command of `seed`, with the deliberate bugs switched on.
+fn replay_with_bugs(seed: u64, bugs: &[String]) -> String {
+    if bugs.is_empty() {
+        return replay_command(seed);
+    }
+    let flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    replay_command(seed).replace("-p promraft-sim --", "-p promraft-sim --features sim-bugs --") + &flags
 }
 
 /// A failed seed's breaches, its last events and the replay command.
