@@ -175,6 +175,15 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
             max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
             install_snapshot_timeout: 60_000,
+            // A restarted leader must win a new election. openraft would
+            // otherwise restore its leadership at once, with the commit
+            // index read back from the log store, which promraft does not
+            // fsync (`LogStore::save_committed`), while apply does not flush
+            // the TSDB either: after a crash that lost the unsynced commit
+            // index, the leader answered linearizable reads with a read
+            // index below writes it had already acknowledged (found by the
+            // simulation, seed 590; see openraft's `enable_leader_restore`).
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()

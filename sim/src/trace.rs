@@ -6,14 +6,19 @@ use std::collections::VecDeque;
 
 use xxhash_rust::xxh3::Xxh3;
 
-/// Events kept for printing with a failure.
+/// Events kept for printing with a failure (`PROMRAFT_SIM_TAIL` overrides).
 const TAIL_EVENTS: usize = 40;
+
+fn tail_events() -> usize {
+    std::env::var("PROMRAFT_SIM_TAIL").ok().and_then(|v| v.parse().ok()).unwrap_or(TAIL_EVENTS)
+}
 
 /// The history of one run.
 pub struct Trace {
     hash: Xxh3,
     events: u64,
     tail: VecDeque<String>,
+    tail_max: usize,
 }
 
 impl Default for Trace {
@@ -22,6 +27,7 @@ impl Default for Trace {
             hash: Xxh3::new(),
             events: 0,
             tail: VecDeque::new(),
+            tail_max: tail_events(),
         }
     }
 }
@@ -36,7 +42,7 @@ impl Trace {
             self.hash.update(&a.to_le_bytes());
         }
         self.events += 1;
-        if self.tail.len() == TAIL_EVENTS {
+        if self.tail.len() >= self.tail_max {
             self.tail.pop_front();
         }
         self.tail.push_back(format!("{at_ms:>7} ms {kind} {args:?}"));

@@ -73,6 +73,7 @@ async fn read(id: u64, node: &Node, shared: &SharedRef, level: Consistency) {
         Consistency::Local => Vec::new(),
     };
     let barrier = routing::read_barrier(node, level).await;
+    let applied_at_read = node.applied_index();
     let data = barrier.map_err(|e| e.to_string()).and_then(|()| select_all(node));
     let mut sh = shared.lock();
     let at = now_ms();
@@ -86,7 +87,7 @@ async fn read(id: u64, node: &Node, shared: &SharedRef, level: Consistency) {
         }
     };
     let samples: usize = data.iter().map(|s| s.samples.len()).sum();
-    sh.trace.event(at, "read", &[id, lin, samples as u64]);
+    sh.trace.event(at, "read", &[id, lin, samples as u64, applied_at_read]);
     let who = format!("{level:?} read on node {id}");
     let mut found = no_duplicate_or_phantom::check(&sh.oracle, &who, &data, at);
     if level == Consistency::Linearizable {
