@@ -104,17 +104,19 @@ pub fn mix(seed: u64, salt: u64) -> u64 {
 }
 
 fn config(slot: &NodeSlot) -> Config {
-    let mut c = Config::default();
-    c.node_id = slot.id;
-    c.data_dir = slot.dir.clone();
-    c.raft_addr = format!("{}:{RAFT_PORT}", host_name(slot.id));
-    c.http_addr = format!("{}:9090", host_name(slot.id));
-    c.initial_cluster = slot
-        .all
-        .iter()
-        .map(|&i| format!("{i}={}:{RAFT_PORT}", host_name(i)))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut c = Config {
+        node_id: slot.id,
+        data_dir: slot.dir.clone(),
+        raft_addr: format!("{}:{RAFT_PORT}", host_name(slot.id)),
+        http_addr: format!("{}:9090", host_name(slot.id)),
+        initial_cluster: slot
+            .all
+            .iter()
+            .map(|&i| format!("{i}={}:{RAFT_PORT}", host_name(i)))
+            .collect::<Vec<_>>()
+            .join(","),
+        ..Config::default()
+    };
     c.raft.heartbeat_interval_ms = 50;
     c.raft.election_timeout_min_ms = 150;
     c.raft.election_timeout_max_ms = 300;

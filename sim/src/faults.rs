@@ -56,6 +56,8 @@ pub struct Faults {
     down: BTreeSet<u64>,
     partitioned: bool,
     voters_changed: bool,
+    /// When the heal phase last asked for every node as voter.
+    voters_sent_ms: u64,
     next_at_ms: u64,
 }
 
@@ -83,6 +85,7 @@ impl Faults {
             down: BTreeSet::new(),
             partitioned: false,
             voters_changed: false,
+            voters_sent_ms: 0,
             next_at_ms: 500,
         }
     }
@@ -322,8 +325,9 @@ impl Faults {
         if voters == all {
             return true;
         }
-        if self.voters_changed || now % 500 == 0 {
+        if self.voters_changed || now >= self.voters_sent_ms + 500 {
             self.voters_changed = false;
+            self.voters_sent_ms = now;
             if let Some(tx) = shared.lock().controls.get(&l) {
                 let _ = tx.send(Control::SetVoters(all));
             }

@@ -10,7 +10,10 @@ use xxhash_rust::xxh3::Xxh3;
 const TAIL_EVENTS: usize = 40;
 
 fn tail_events() -> usize {
-    std::env::var("PROMRAFT_SIM_TAIL").ok().and_then(|v| v.parse().ok()).unwrap_or(TAIL_EVENTS)
+    std::env::var("PROMRAFT_SIM_TAIL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TAIL_EVENTS)
 }
 
 /// The history of one run.

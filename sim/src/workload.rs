@@ -56,7 +56,7 @@ async fn write(id: u64, node: &Node, shared: &SharedRef, rng: &mut StdRng) {
                 sh.violations.push(v);
             }
             sh.trace
-                .event(at, "write-acked", &[id, op.id, r.appended, r.duplicates]);
+                .event(at, "write-acked", &[id, op.id, r.appended, r.duplicates, bound_index]);
             sh.oracle.finish_write(op.id, Outcome::Acked { bound_index, at_ms: at });
         }
         Err(_) => {

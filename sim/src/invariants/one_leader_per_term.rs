@@ -70,9 +70,13 @@ mod tests {
     #[test]
     fn a_term_may_pass_to_greater_ids_only() {
         let mut l = Leaders::default();
-        assert_eq!(l.observe(2, 8, 0).unwrap(), true);
-        assert_eq!(l.observe(2, 8, 1).unwrap(), false);
-        assert_eq!(l.observe(3, 8, 2).unwrap(), true);
+        assert!(l.observe(2, 8, 0).unwrap());
+        assert!(!l.observe(2, 8, 1).unwrap());
+        assert!(l.observe(3, 8, 2).unwrap());
+        assert!(
+            !l.observe(2, 8, 3).unwrap(),
+            "a deposed leader may still claim its term"
+        );
         assert!(
             l.observe(1, 8, 3).is_err(),
             "a smaller id after a greater one in the same term"
