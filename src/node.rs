@@ -163,6 +163,7 @@ impl Node {
             "loaded checkpoint"
         );
         let log = LogStore::open_kv(io.log_kv).map_err(|e| dir_err(&e))?;
+        let clean_shutdown = log.take_clean_shutdown().map_err(|e| dir_err(&e))?;
         let (applied_tx, applied_rx) = watch::channel(Applied::default());
         let decoded = Arc::new(crate::raft::command::DecodedCache::default());
         let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), decoded.clone()).map_err(|e| dir_err(&e))?;
@@ -175,15 +176,17 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
             max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
             install_snapshot_timeout: 60_000,
-            // A restarted leader must win a new election. openraft would
-            // otherwise restore its leadership at once, with the commit
-            // index read back from the log store, which promraft does not
-            // fsync (`LogStore::save_committed`), while apply does not flush
-            // the TSDB either: after a crash that lost the unsynced commit
-            // index, the leader answered linearizable reads with a read
-            // index below writes it had already acknowledged (found by the
-            // simulation, seed 590; see openraft's `enable_leader_restore`).
-            enable_leader_restore: Some(false),
+            // After a crash, a restarted leader must win a new election.
+            // openraft would otherwise restore its leadership at once, with
+            // the commit index read back from the log store, which promraft
+            // does not fsync (`LogStore::save_committed`), while apply does
+            // not flush the TSDB either: after a crash that lost the
+            // unsynced commit index, the leader answered linearizable reads
+            // with a read index below writes it had already acknowledged
+            // (found by the simulation, seed 590; see openraft's
+            // `enable_leader_restore`). After a clean shutdown the commit
+            // index on disk is exact, and restoring leadership is safe.
+            enable_leader_restore: Some(clean_shutdown),
             ..Default::default()
         }
         .validate()
@@ -351,7 +354,11 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = self.raft.shutdown().await;
+        if self.raft.shutdown().await.is_ok() {
+            if let Err(e) = self.log.mark_clean_shutdown() {
+                tracing::warn!(error = %e, "could not record the clean shutdown");
+            }
+        }
         let _ = self.stop_rpc.send(true);
     }
 }

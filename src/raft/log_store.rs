@@ -25,6 +25,7 @@ use super::{Entry, LogId, TypeConfig, Vote};
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
+const KEY_CLEAN: &[u8] = b"clean_shutdown";
 
 /// Appends waiting for the flusher; past this `append` blocks, which slows
 /// openraft down instead of queueing without bound.
@@ -168,6 +169,25 @@ impl LogStore {
         let b = bincode::serde::encode_to_vec(v, bincode_cfg()).map_err(io_err)?;
         self.meta.insert(key, b.into())?;
         Ok(())
+    }
+
+    /// Records, durably, that the node stopped cleanly: everything,
+    /// including the commit index (which `save_committed` does not fsync),
+    /// is on disk. Call after Raft has shut down.
+    pub fn mark_clean_shutdown(&self) -> io::Result<()> {
+        self.put_meta(KEY_CLEAN, &true)?;
+        self.db.flush()
+    }
+
+    /// True when the last stop was clean ([`LogStore::mark_clean_shutdown`]);
+    /// removes the mark durably, so that a crash from now on reads false.
+    pub fn take_clean_shutdown(&self) -> io::Result<bool> {
+        let clean = self.get_meta::<bool>(KEY_CLEAN)?.unwrap_or(false);
+        if clean {
+            self.meta.remove(KEY_CLEAN)?;
+            self.db.flush()?;
+        }
+        Ok(clean)
     }
 
     /// Bytes of the log's sled database on disk.
