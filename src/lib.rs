@@ -17,6 +17,9 @@
 //! - [`tsdb`]: one replica's storage: labels and matchers, the Gorilla XOR
 //!   chunk codec, the head (series, open chunks, postings), checkpoints in
 //!   sled, the querier, retention, the digest.
+//! - [`kv`]: the storage seam: the durable key-value store (sled in
+//!   production, an in-memory one with crash semantics in `sim/`) under the
+//!   Raft log store and the TSDB store.
 //! - [`node`]: wires one node together from a [`config::Config`].
 //! - [`config`]: the validated configuration; [`metrics`]: the node's own
 //!   metrics; [`bench`]: load generators and micro-benchmarks used by the
@@ -34,8 +37,11 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod promql;
 pub mod raft;
+#[cfg(feature = "sim-bugs")]
+pub mod sim_bugs;
 pub mod tsdb;

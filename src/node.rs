@@ -10,18 +10,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
 use crate::cluster::batcher::Batcher;
 use crate::config::Config;
+use crate::kv::{Kv, SledKv};
 use crate::metrics::Metrics;
 use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::transport::client::GrpcNetwork;
-use crate::raft::transport::connector::TcpConnector;
+use crate::raft::transport::connector::{Connector, TcpConnector};
 use crate::raft::transport::peer::PeerClients;
-use crate::raft::transport::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo};
+use crate::raft::transport::proto::raft_server::RaftServer;
+use crate::raft::transport::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo, RaftService};
 use crate::raft::{Command, NodeInfo, Raft};
 use crate::tsdb::{Db, HeadOptions};
 
@@ -73,12 +76,31 @@ pub struct Node {
     /// Clients to peers' promraft RPCs (forwarding, read index, info).
     pub peers: PeerClients,
     /// When this node last lost sight of a leader (`None` while it knows one).
-    leader_lost: parking_lot::Mutex<Option<Instant>>,
+    /// tokio's clock, so that the simulator's clock drives it.
+    leader_lost: parking_lot::Mutex<Option<tokio::time::Instant>>,
     /// Stops the Raft RPC server.
     stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
     log: LogStore,
+}
+
+/// Serves the Raft gRPC service until the given future completes.
+pub type ServeRpc =
+    Box<dyn FnOnce(RaftServer<RaftService>, BoxFuture<'static, ()>) -> BoxFuture<'static, Result<(), String>> + Send>;
+
+/// What a node runs on: its two stores and its network. [`Node::start`]
+/// opens sled and TCP; the simulator fills it with its own and calls
+/// [`Node::start_with`], so both run the same node code.
+pub struct NodeIo {
+    /// The TSDB's store.
+    pub tsdb_kv: Arc<dyn Kv>,
+    /// The Raft log's store.
+    pub log_kv: Arc<dyn Kv>,
+    /// Opens connections to peers.
+    pub connector: Arc<dyn Connector>,
+    /// Runs the Raft RPC server on the node's listener.
+    pub serve: ServeRpc,
 }
 
 impl Node {
@@ -107,19 +129,43 @@ impl Node {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| dir_err(&e))?;
+        let rpc_listener = tokio::net::TcpListener::bind(&config.raft_addr)
+            .await
+            .map_err(|e| StartError::Raft(format!("cannot listen on raft_addr {}: {e}", config.raft_addr)))?;
+        let io = NodeIo {
+            tsdb_kv: Arc::new(SledKv(tsdb_sled)),
+            log_kv: Arc::new(SledKv(log_sled)),
+            connector: Arc::new(TcpConnector),
+            serve: Box::new(move |svc, stop| {
+                Box::pin(async move { serve(rpc_listener, svc, stop).await.map_err(|e| e.to_string()) })
+            }),
+        };
+        Self::start_with(config, io).await
+    }
+
+    /// Starts a node on the given stores and network (see [`NodeIo`]).
+    pub async fn start_with(config: Config, io: NodeIo) -> Result<Arc<Node>, StartError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        let dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| dir_err(&e))?;
         let opts = HeadOptions {
             ooo_window_ms: config.storage.out_of_order_window,
             ..Default::default()
         };
         let loaded = Instant::now();
-        let (db, _) = Db::open(&tsdb_sled, opts).map_err(|e| dir_err(&e))?;
+        let (db, _) = Db::open_kv(io.tsdb_kv, opts).map_err(|e| dir_err(&e))?;
         let db = Arc::new(db);
         tracing::info!(
             series = db.head().num_series(),
             ms = loaded.elapsed().as_millis() as u64,
             "loaded checkpoint"
         );
-        let log = LogStore::open(&log_sled).map_err(|e| dir_err(&e))?;
+        let log = LogStore::open_kv(io.log_kv).map_err(|e| dir_err(&e))?;
+        let clean_shutdown = log.take_clean_shutdown().map_err(|e| dir_err(&e))?;
         let (applied_tx, applied_rx) = watch::channel(Applied::default());
         let decoded = Arc::new(crate::raft::command::DecodedCache::default());
         let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), decoded.clone()).map_err(|e| dir_err(&e))?;
@@ -132,14 +178,23 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
             max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
             install_snapshot_timeout: 60_000,
+            // After a crash, a restarted leader must win a new election.
+            // openraft would otherwise restore its leadership at once, with
+            // the commit index read back from the log store, which promraft
+            // does not fsync (`LogStore::save_committed`), while apply does
+            // not flush the TSDB either: after a crash that lost the
+            // unsynced commit index, the leader answered linearizable reads
+            // with a read index below writes it had already acknowledged
+            // (found by the simulation, seed 590; see openraft's
+            // `enable_leader_restore`). After a clean shutdown the commit
+            // index on disk is exact, and restoring leadership is safe.
+            enable_leader_restore: Some(clean_shutdown),
             ..Default::default()
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let rpc_listener = tokio::net::TcpListener::bind(&config.raft_addr)
-            .await
-            .map_err(|e| StartError::Raft(format!("cannot listen on raft_addr {}: {e}", config.raft_addr)))?;
-        let network = GrpcNetwork::new(config.node_id, db.clone(), &dir).map_err(|e| dir_err(&e))?;
+        let network = GrpcNetwork::with_connector(config.node_id, db.clone(), &dir, io.connector.clone())
+            .map_err(|e| dir_err(&e))?;
         let raft = Raft::new(config.node_id, Arc::new(rc), network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -163,8 +218,8 @@ impl Node {
         let (stop_rpc, mut stop_rx) = tokio::sync::watch::channel(false);
         let node = Arc::new(Node {
             me: me.clone(),
-            peers: PeerClients::new(Arc::new(TcpConnector)),
-            leader_lost: parking_lot::Mutex::new(Some(Instant::now())),
+            peers: PeerClients::new(io.connector),
+            leader_lost: parking_lot::Mutex::new(Some(tokio::time::Instant::now())),
             stop_rpc,
             log_stats: log.stats(),
             raft,
@@ -190,11 +245,12 @@ impl Node {
             Arc::new(RaftNodeInfo::new(node.raft.clone(), me)),
         )
         .map_err(|e| dir_err(&e))?;
+        let serve_rpc = io.serve;
         tokio::spawn(async move {
-            let stop = async move {
+            let stop = Box::pin(async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = serve(rpc_listener, svc, stop).await {
+            });
+            if let Err(e) = serve_rpc(svc, stop).await {
                 tracing::error!(error = %e, "raft RPC server stopped");
             }
         });
@@ -287,7 +343,7 @@ impl Node {
                         n.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
                         *n.leader_lost.lock() = None;
                     } else {
-                        *n.leader_lost.lock() = Some(Instant::now());
+                        *n.leader_lost.lock() = Some(tokio::time::Instant::now());
                     }
                     leader = now;
                 }
@@ -296,7 +352,7 @@ impl Node {
     }
 
     /// When this node last lost sight of a leader; `None` while it knows one.
-    pub fn leader_lost_at(&self) -> Option<Instant> {
+    pub fn leader_lost_at(&self) -> Option<tokio::time::Instant> {
         *self.leader_lost.lock()
     }
 
@@ -312,7 +368,11 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = self.raft.shutdown().await;
+        if self.raft.shutdown().await.is_ok() {
+            if let Err(e) = self.log.mark_clean_shutdown() {
+                tracing::warn!(error = %e, "could not record the clean shutdown");
+            }
+        }
         let _ = self.stop_rpc.send(true);
     }
 }

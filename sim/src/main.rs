@@ -1,1 +1,273 @@
-fn main() {}
+//! `promraft-sim`: runs a sweep of seeds and reports seeds/s, faults by
+//! kind, and every failing seed with the command that replays it.
+//!
+//! `cargo run --release -p promraft-sim -- --seeds N [--from S] [--bug NAME]`
+//!
+//! Each seed runs in a fresh child process (`--one SEED`): runs in one
+//! process leak a little state from one to the next (see
+//! docs/simulation.md), so only a fresh process makes a seed's history
+//! depend on the seed alone. `--in-process` runs them here instead.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use promraft_sim::run::replay_command;
+use promraft_sim::{run_seed, RunOptions, RunReport};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: promraft-sim [--seeds N] [--from S] [--bug NAME] [--stop-at-first-failure] [--in-process] [--verbose]"
+    );
+    std::process::exit(2)
+}
+
+/// Totals of one seed, as a child process reports them to the sweep.
+struct SeedResult {
+    seed: u64,
+    passed: bool,
+    hash: u64,
+    acked: u64,
+    reads: u64,
+    shared_terms: u64,
+    faults: Vec<(String, u64)>,
+    output: String,
+}
+
+/// The line a child prints last: `RESULT seed passed hash acked reads shared_terms kind=n,...`.
+fn result_line(r: &RunReport) -> String {
+    let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "RESULT {} {} {:016x} {} {} {} {}",
+        r.seed,
+        u8::from(r.passed()),
+        r.trace_hash,
+        r.ops.writes_acked,
+        r.ops.reads_linearizable + r.ops.reads_local,
+        r.shared_terms,
+        faults.join(",")
+    )
+}
+
+fn parse_result(output: String) -> Option<SeedResult> {
+    let line = output.lines().rev().find(|l| l.starts_with("RESULT "))?;
+    let f: Vec<&str> = line.split(' ').collect();
+    let faults = f
+        .get(7)
+        .unwrap_or(&"")
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect();
+    Some(SeedResult {
+        seed: f.get(1)?.parse().ok()?,
+        passed: *f.get(2)? == "1",
+        hash: u64::from_str_radix(f.get(3)?, 16).ok()?,
+        acked: f.get(4)?.parse().ok()?,
+        reads: f.get(5)?.parse().ok()?,
+        shared_terms: f.get(6)?.parse().ok()?,
+        faults,
+        output,
+    })
+}
+
+/// Prints one seed's summary line.
+fn summary(r: &RunReport) -> String {
+    format!(
+        "seed {}: {} nodes, {} ms simulated, {} writes acked, {} failed, {} unknown, {} reads, {} terms, trace {:016x}: {}",
+        r.seed,
+        r.nodes,
+        r.sim_ms,
+        r.ops.writes_acked,
+        r.ops.writes_failed,
+        r.writes_unknown,
+        r.ops.reads_linearizable + r.ops.reads_local,
+        r.terms,
+        r.trace_hash,
+        if r.passed() { "ok" } else { "FAILED" }
+    )
+}
+
+/// Runs `seed` in this process and reports it as a [`SeedResult`].
+fn run_here(seed: u64, opts: &RunOptions) -> SeedResult {
+    let r = run_seed(seed, opts);
+    let mut output = summary(&r) + "\n";
+    if !r.passed() {
+        output += &failure_text(&r);
+    }
+    output += &result_line(&r);
+    parse_result(output).expect("our own result line parses")
+}
+
+/// Runs `seed` in a fresh child process, so that its history depends on
+/// the seed alone (and the replay command reproduces it exactly).
+fn run_child(seed: u64, bugs: &[String]) -> SeedResult {
+    let exe = std::env::current_exe().expect("the path of this program");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--one").arg(seed.to_string());
+    for b in bugs {
+        cmd.arg("--bug").arg(b);
+    }
+    let out = cmd.output().expect("start a child for one seed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    parse_result(text.clone()).unwrap_or_else(|| SeedResult {
+        seed,
+        passed: false,
+        hash: 0,
+        acked: 0,
+        reads: 0,
+        shared_terms: 0,
+        faults: Vec::new(),
+        output: format!(
+            "seed {seed}: the child process died ({}): {text}{}\n",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    })
+}
+
+fn main() {
+    let mut seeds = 20u64;
+    let mut from = 0u64;
+    let mut one: Option<u64> = None;
+    let mut verbose = false;
+    let mut in_process = false;
+    let mut stop_at_first = false;
+    let mut bugs: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |what: &str| -> u64 {
+            args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                eprintln!("{what} needs a number");
+                usage()
+            })
+        };
+        match a.as_str() {
+            "--seeds" => seeds = num("--seeds"),
+            "--from" => from = num("--from"),
+            "--one" => one = Some(num("--one")),
+            "--verbose" | "-v" => verbose = true,
+            "--in-process" => in_process = true,
+            "--stop-at-first-failure" => stop_at_first = true,
+            "--bug" => bugs.push(args.next().unwrap_or_else(|| usage())),
+            _ => usage(),
+        }
+    }
+    if verbose {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    set_bugs(&bugs);
+    let opts = RunOptions::default();
+    if let Some(seed) = one {
+        let r = run_seed(seed, &opts);
+        println!("{}", summary(&r));
+        if !r.passed() {
+            print!("{}", failure_text(&r));
+        }
+        println!("{}", result_line(&r));
+        std::process::exit(i32::from(!r.passed()));
+    }
+    if !cfg!(tokio_unstable) {
+        eprintln!("note: built without --cfg tokio_unstable: tokio's scheduling is not seeded, so a seed may not replay exactly");
+    }
+    let started = Instant::now();
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed: Vec<SeedResult> = Vec::new();
+    let (mut acked, mut reads, mut shared_terms, mut ran) = (0u64, 0u64, 0u64, 0u64);
+    for seed in from..from + seeds {
+        let r = if in_process {
+            run_here(seed, &opts)
+        } else {
+            run_child(seed, &bugs)
+        };
+        ran += 1;
+        for (k, v) in &r.faults {
+            *faults.entry(k.clone()).or_default() += v;
+        }
+        acked += r.acked;
+        reads += r.reads;
+        shared_terms += r.shared_terms;
+        for l in r.output.lines().filter(|l| !l.starts_with("RESULT ")) {
+            if r.passed && !l.starts_with("seed ") {
+                continue;
+            }
+            println!("{l}");
+        }
+        let _ = r.hash;
+        if !r.passed {
+            failed.push(r);
+            if stop_at_first {
+                break;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("\n{ran} seeds in {secs:.1} s: {:.2} seeds/s", ran as f64 / secs);
+    println!("writes acknowledged: {acked}, reads checked: {reads}, terms with two leaders in turn: {shared_terms}");
+    println!("faults injected by kind:");
+    for (k, v) in &faults {
+        println!("  {k:<30} {v}");
+    }
+    if failed.is_empty() {
+        println!("no failing seed");
+    } else {
+        println!("{} failing seeds:", failed.len());
+        for r in &failed {
+            let first = r
+                .output
+                .lines()
+                .find(|l| l.starts_with("  violation"))
+                .unwrap_or("  (no detail)");
+            println!("  seed {}:{}", r.seed, &first[1..]);
+            println!("    replay: {}", replay_with_bugs(r.seed, &bugs));
+        }
+        std::process::exit(1);
+    }
+}
+
+/// The replay command of `seed`, with the deliberate bugs switched on.
+fn replay_with_bugs(seed: u64, bugs: &[String]) -> String {
+    if bugs.is_empty() {
+        return replay_command(seed);
+    }
+    let flags: String = bugs.iter().map(|b| format!(" --bug {b}")).collect();
+    replay_command(seed).replace("-p promraft-sim --", "-p promraft-sim --features sim-bugs --") + &flags
+}
+
+/// A failed seed's breaches, its last events and the replay command.
+fn failure_text(r: &RunReport) -> String {
+    let mut s = String::new();
+    for v in &r.violations {
+        s += &format!("  violation of {} at {} ms: {}\n", v.invariant, v.at_ms, v.detail);
+    }
+    s += "  last events:\n";
+    for e in &r.trace_tail {
+        s += &format!("    {e}\n");
+    }
+    s += &format!("  replay: {}\n", replay_command(r.seed));
+    s
+}
+
+#[cfg(feature = "sim-bugs")]
+fn set_bugs(names: &[String]) {
+    use promraft::sim_bugs::{set, Bug};
+    let bugs: Vec<Bug> = names
+        .iter()
+        .map(|n| {
+            *Bug::ALL.iter().find(|b| b.name() == n).unwrap_or_else(|| {
+                eprintln!("unknown bug {n:?}; known: {:?}", Bug::ALL.map(Bug::name));
+                usage()
+            })
+        })
+        .collect();
+    set(&bugs);
+}
+
+#[cfg(not(feature = "sim-bugs"))]
+fn set_bugs(names: &[String]) {
+    if !names.is_empty() {
+        eprintln!("--bug needs the sim-bugs feature: cargo run --release -p promraft-sim --features sim-bugs -- ...");
+        usage()
+    }
+}

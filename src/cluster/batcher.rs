@@ -227,6 +227,8 @@ async fn submit(raft: &Raft, jobs: Vec<Job>, metrics: &Metrics, decoded: &Decode
             let _ = d.send(Err(e.clone()));
         }
     };
+    #[cfg(feature = "sim-bugs")]
+    let counts: Vec<u64> = reqs.iter().map(|r| r.num_samples() as u64).collect();
     let cmd = match Command::write(&reqs) {
         Ok(c) => c,
         Err(e) => {
@@ -240,6 +242,18 @@ async fn submit(raft: &Raft, jobs: Vec<Job>, metrics: &Metrics, decoded: &Decode
         _ => 0,
     };
     let (responder, rx) = ProgressResponder::complete_only();
+    #[cfg(feature = "sim-bugs")]
+    let dones = if crate::sim_bugs::enabled(crate::sim_bugs::Bug::AckBeforeCommit) {
+        for (d, n) in dones.into_iter().zip(counts) {
+            let _ = d.send(Ok(AppendResult {
+                appended: n,
+                ..Default::default()
+            }));
+        }
+        Vec::new()
+    } else {
+        dones
+    };
     let started = Instant::now();
     if let Err(e) = raft.write(cmd).responder(responder).await {
         decoded.forget(key);

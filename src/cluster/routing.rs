@@ -3,7 +3,9 @@
 //! the caller asked for.
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use openraft::ReadPolicy;
 
@@ -142,7 +144,7 @@ pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadErr
             let index = match m.current_leader {
                 Some(l) if l == node.config.node_id => {
                     let fut = node.raft.get_read_log_id(ReadPolicy::ReadIndex);
-                    let (read, _) = tokio::time::timeout_at(deadline.into(), fut)
+                    let (read, _) = tokio::time::timeout_at(deadline, fut)
                         .await
                         .map_err(|_| {
                             ReadError::Unavailable("read index: leader could not confirm leadership in time".into())
@@ -169,11 +171,14 @@ pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadErr
                     ))
                 }
             };
+            #[cfg(feature = "sim-bugs")]
+            if crate::sim_bugs::enabled(crate::sim_bugs::Bug::ReadWithoutReadIndexWait) {
+                let _ = index;
+                return Ok(());
+            }
             let mut applied = node.applied.clone();
-            let reached = tokio::time::timeout_at(deadline.into(), async {
-                applied.wait_for(|a| a.index >= index).await.is_ok()
-            })
-            .await;
+            let reached =
+                tokio::time::timeout_at(deadline, async { applied.wait_for(|a| a.index >= index).await.is_ok() }).await;
             match reached {
                 Ok(true) => Ok(()),
                 _ => Err(ReadError::Unavailable(format!(

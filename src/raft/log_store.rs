@@ -18,11 +18,14 @@ use std::time::Instant;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
+use crate::kv::{Kv, KvTree, SledKv};
+
 use super::{Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
+const KEY_CLEAN: &[u8] = b"clean_shutdown";
 
 /// Appends waiting for the flusher; past this `append` blocks, which slows
 /// openraft down instead of queueing without bound.
@@ -44,10 +47,12 @@ pub struct LogStats {
 /// The log store; clones share everything.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
-    flusher: std::sync::mpsc::SyncSender<IOFlushed<TypeConfig>>,
+    db: Arc<dyn Kv>,
+    log: Arc<dyn KvTree>,
+    meta: Arc<dyn KvTree>,
+    /// The flusher thread's queue; `None` when the store's I/O is inline
+    /// (the simulator), where `append` fsyncs before it returns.
+    flusher: Option<std::sync::mpsc::SyncSender<IOFlushed<TypeConfig>>>,
     stats: Arc<LogStats>,
 }
 
@@ -90,11 +95,26 @@ pub fn decode_entry(b: &[u8]) -> io::Result<Entry> {
 }
 
 impl LogStore {
-    /// Opens the log trees of `db` and starts the flusher thread.
+    /// Opens the log trees of the sled database `db` and starts the flusher thread.
     pub fn open(db: &sled::Db) -> io::Result<Self> {
-        let log = db.open_tree("raft_log").map_err(io_err)?;
-        let meta = db.open_tree("raft_meta").map_err(io_err)?;
+        Self::open_kv(Arc::new(SledKv(db.clone())))
+    }
+
+    /// Opens the log trees of `db`; starts the flusher thread unless the
+    /// store's I/O is inline ([`Kv::inline_io`]).
+    pub fn open_kv(db: Arc<dyn Kv>) -> io::Result<Self> {
+        let log = db.open_tree("raft_log")?;
+        let meta = db.open_tree("raft_meta")?;
         let stats = Arc::new(LogStats::default());
+        if db.inline_io() {
+            return Ok(LogStore {
+                db,
+                log,
+                meta,
+                flusher: None,
+                stats,
+            });
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel::<IOFlushed<TypeConfig>>(FLUSH_QUEUE_MAX);
         let flush_db = db.clone();
         let flush_stats = stats.clone();
@@ -108,7 +128,7 @@ impl LogStore {
                         waiting.push(more);
                     }
                     let started = Instant::now();
-                    let res = flush_db.flush().map(|_| ()).map_err(io_err);
+                    let res = flush_db.flush();
                     flush_stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                     flush_stats
                         .fsync_micros
@@ -123,10 +143,10 @@ impl LogStore {
                 }
             })?;
         Ok(LogStore {
-            db: db.clone(),
+            db,
             log,
             meta,
-            flusher: tx,
+            flusher: Some(tx),
             stats,
         })
     }
@@ -137,7 +157,7 @@ impl LogStore {
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        let Some(v) = self.meta.get(key).map_err(io_err)? else {
+        let Some(v) = self.meta.get(key)? else {
             return Ok(None);
         };
         let (t, _) = bincode::serde::decode_from_slice(&v, bincode_cfg())
@@ -147,13 +167,32 @@ impl LogStore {
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
         let b = bincode::serde::encode_to_vec(v, bincode_cfg()).map_err(io_err)?;
-        self.meta.insert(key, b).map_err(io_err)?;
+        self.meta.insert(key, b.into())?;
         Ok(())
+    }
+
+    /// Records, durably, that the node stopped cleanly: everything,
+    /// including the commit index (which `save_committed` does not fsync),
+    /// is on disk. Call after Raft has shut down.
+    pub fn mark_clean_shutdown(&self) -> io::Result<()> {
+        self.put_meta(KEY_CLEAN, &true)?;
+        self.db.flush()
+    }
+
+    /// True when the last stop was clean ([`LogStore::mark_clean_shutdown`]);
+    /// removes the mark durably, so that a crash from now on reads false.
+    pub fn take_clean_shutdown(&self) -> io::Result<bool> {
+        let clean = self.get_meta::<bool>(KEY_CLEAN)?.unwrap_or(false);
+        if clean {
+            self.meta.remove(KEY_CLEAN)?;
+            self.db.flush()?;
+        }
+        Ok(clean)
     }
 
     /// Bytes of the log's sled database on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk()
     }
 
     /// Number of entries currently in the log.
@@ -178,8 +217,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
-        for kv in self.log.range(start.to_be_bytes()..) {
-            let (k, v) = kv.map_err(io_err)?;
+        for kv in self.log.range(&start.to_be_bytes(), None) {
+            let (k, v) = kv?;
             let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(io_err)?);
             if !range.contains(&idx) {
                 break;
@@ -206,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last = match self.log.last().map_err(io_err)? {
+        let last = match self.log.last()? {
             Some((_, v)) => Some(decode_entry(&v)?.log_id),
             None => None,
         };
@@ -223,9 +262,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.put_meta(KEY_VOTE, vote)?;
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush().map(|_| ()).map_err(io_err))
-            .await
-            .map_err(io_err)?
+        #[cfg(feature = "sim-bugs")]
+        if db.inline_io() && crate::sim_bugs::enabled(crate::sim_bugs::Bug::VoteWithoutFsync) {
+            return Ok(());
+        }
+        crate::kv::run_io(db.inline_io(), move || db.flush()).await?
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -243,23 +284,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::new();
         let (mut n, mut bytes) = (0u64, 0u64);
         for e in entries {
             let v = encode_entry(&e)?;
             bytes += v.len() as u64;
             n += 1;
-            batch.insert(&e.log_id.index.to_be_bytes(), v);
+            batch.push((e.log_id.index.to_be_bytes().to_vec(), Some(v.into())));
         }
-        self.log.apply_batch(batch).map_err(io_err)?;
+        self.log.apply_batch(batch)?;
         self.stats.entries_appended.fetch_add(n, Ordering::Relaxed);
         self.stats.bytes_appended.fetch_add(bytes, Ordering::Relaxed);
-        match self.flusher.try_send(callback) {
+        let Some(flusher) = &self.flusher else {
+            // Inline I/O: fsync now, then report the entries flushed.
+            #[cfg(feature = "sim-bugs")]
+            if crate::sim_bugs::enabled(crate::sim_bugs::Bug::AppendWithoutFsync) {
+                callback.io_completed(Ok(()));
+                return Ok(());
+            }
+            let res = self.db.flush();
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            callback.io_completed(res);
+            return Ok(());
+        };
+        match flusher.try_send(callback) {
             Ok(()) => Ok(()),
             Err(std::sync::mpsc::TrySendError::Full(callback)) => {
                 // The queue is bounded; waiting for room must not block the
                 // runtime. openraft awaits each append, so order is kept.
-                let flusher = self.flusher.clone();
+                let flusher = flusher.clone();
                 tokio::task::spawn_blocking(move || flusher.send(callback))
                     .await
                     .map_err(io_err)?
@@ -271,11 +324,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(from.to_be_bytes()..).keys() {
-            batch.remove(k.map_err(io_err)?);
+        let mut batch = Vec::new();
+        for kv in self.log.range(&from.to_be_bytes(), None) {
+            batch.push((kv?.0.to_vec(), None));
         }
-        self.log.apply_batch(batch).map_err(io_err)?;
+        self.log.apply_batch(batch)?;
         Ok(())
     }
 
@@ -283,11 +336,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: entries at or before it are ignored
         // from then on, so a crash half-way through deleting is harmless.
         self.put_meta(KEY_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(..=log_id.index.to_be_bytes()).keys() {
-            batch.remove(k.map_err(io_err)?);
+        let mut batch = Vec::new();
+        for kv in self.log.range(&[], Some(&log_id.index.to_be_bytes())) {
+            batch.push((kv?.0.to_vec(), None));
         }
-        self.log.apply_batch(batch).map_err(io_err)?;
+        self.log.apply_batch(batch)?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 pub mod command;
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 pub mod state_machine;
 pub mod transport;
 
@@ -39,6 +40,7 @@ openraft::declare_raft_types!(
         R = CommandResponse,
         NodeId = u64,
         Node = NodeInfo,
+        AsyncRuntime = runtime::SeededRuntime,
 );
 
 /// A node id.

@@ -133,9 +133,8 @@ impl StateMachine {
     async fn checkpoint(&mut self) -> io::Result<SnapshotMeta> {
         let db = self.db.clone();
         let upper = self.upper();
-        tokio::task::spawn_blocking(move || db.checkpoint(upper))
-            .await
-            .map_err(io_err)?
+        crate::kv::run_io(db.inline_io(), move || db.checkpoint(upper))
+            .await?
             .map_err(io_err)?;
         let meta = SnapshotMeta {
             last_log_id: self.applied,
@@ -266,12 +265,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let db = self.db.clone();
         let p = path.clone();
-        let upper = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, io::Error> {
+        let inline = db.inline_io();
+        let upper = crate::kv::run_io(inline, move || -> Result<Option<Vec<u8>>, io::Error> {
             let f = std::fs::File::open(&p)?;
             db.import(&mut io::BufReader::new(f)).map_err(io_err)
         })
-        .await
-        .map_err(io_err)??;
+        .await??;
         let _ = std::fs::remove_file(&path);
         let upper: Upper = match upper {
             Some(b) => {

@@ -135,6 +135,12 @@ impl Db {
     /// Opens the TSDB in `db` and loads its last checkpoint. Returns the
     /// upper layer's state saved with that checkpoint.
     pub fn open(db: &sled::Db, opts: HeadOptions) -> Result<(Db, Option<Vec<u8>>), Error> {
+        Self::open_kv(std::sync::Arc::new(crate::kv::SledKv(db.clone())), opts)
+    }
+
+    /// Opens the TSDB in any [`crate::kv::Kv`] (the simulator's store) and
+    /// loads its last checkpoint, like [`Db::open`].
+    pub fn open_kv(db: std::sync::Arc<dyn crate::kv::Kv>, opts: HeadOptions) -> Result<(Db, Option<Vec<u8>>), Error> {
         let store = Store::open(db)?;
         let mut head = Head::new(opts);
         let meta = store.load(&mut head)?;
@@ -210,6 +216,12 @@ impl Db {
     /// The upper-layer state of the last checkpoint.
     pub fn checkpoint_upper(&self) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.store.meta()?.map(|m| m.upper))
+    }
+
+    /// True when the store's I/O runs inline (the simulator): callers then
+    /// checkpoint and import on their own task instead of a thread.
+    pub fn inline_io(&self) -> bool {
+        self.store.inline_io()
     }
 
     /// Read access to the head (for status and tests).

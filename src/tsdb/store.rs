@@ -25,6 +25,7 @@ use super::head::{CheckpointDelta, ChunkLoc, ChunkMeta, Head, OPEN_STATE_SHARDS}
 use super::labels::{Label, Labels};
 use super::postings::SeriesId;
 use super::{Error, Metadata};
+use crate::kv::{BatchOp, Kv, KvTree};
 
 const KEY_META: &[u8] = b"m";
 const KEY_METADATA: &[u8] = b"d";
@@ -80,13 +81,13 @@ fn parse_id(k: &[u8]) -> Result<(SeriesId, Option<u32>), Error> {
     Ok((id, seq))
 }
 
-/// The sled side of the TSDB.
+/// The persisted side of the TSDB, on a [`Kv`] (sled in production).
 #[derive(Clone)]
 pub struct Store {
-    tree: sled::Tree,
-    db: sled::Db,
+    tree: std::sync::Arc<dyn KvTree>,
+    db: std::sync::Arc<dyn Kv>,
     /// Open chunk-block trees by block id.
-    blocks: std::sync::Arc<parking_lot::RwLock<HashMap<u64, sled::Tree>>>,
+    blocks: std::sync::Arc<parking_lot::RwLock<HashMap<u64, std::sync::Arc<dyn KvTree>>>>,
 }
 
 /// Prefix of the names of the trees that hold one chunk block each.
@@ -98,19 +99,24 @@ fn block_tree_name(block: u64) -> String {
 
 impl Store {
     /// Opens the `tsdb` tree of `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, Error> {
+    pub fn open(db: std::sync::Arc<dyn Kv>) -> Result<Self, Error> {
         Ok(Store {
             tree: db.open_tree("tsdb")?,
-            db: db.clone(),
+            db,
             blocks: Default::default(),
         })
     }
 
-    fn block_tree(&self, block: u64) -> Result<sled::Tree, Error> {
+    /// True when the store's I/O runs inline ([`Kv::inline_io`]).
+    pub fn inline_io(&self) -> bool {
+        self.db.inline_io()
+    }
+
+    fn block_tree(&self, block: u64) -> Result<std::sync::Arc<dyn KvTree>, Error> {
         if let Some(t) = self.blocks.read().get(&block) {
             return Ok(t.clone());
         }
-        let t = self.db.open_tree(block_tree_name(block))?;
+        let t = self.db.open_tree(&block_tree_name(block))?;
         self.blocks.write().insert(block, t.clone());
         Ok(t)
     }
@@ -120,19 +126,14 @@ impl Store {
         self.db
             .tree_names()
             .iter()
-            .filter_map(|n| {
-                std::str::from_utf8(n)
-                    .ok()?
-                    .strip_prefix(BLOCK_TREE_PREFIX)
-                    .map(str::to_string)
-            })
+            .filter_map(|n| n.strip_prefix(BLOCK_TREE_PREFIX).map(str::to_string))
             .filter_map(|hex| u64::from_str_radix(&hex, 16).ok())
             .collect()
     }
 
     fn drop_block(&self, block: u64) -> Result<(), Error> {
         self.blocks.write().remove(&block);
-        self.db.drop_tree(block_tree_name(block))?;
+        self.db.drop_tree(&block_tree_name(block))?;
         Ok(())
     }
 
@@ -165,7 +166,7 @@ impl Store {
         };
         let mut chunks: HashMap<SeriesId, Vec<ChunkMeta>> = HashMap::new();
         let mut referenced = std::collections::HashSet::new();
-        for kv in self.tree.scan_prefix([P_INDEX]) {
+        for kv in self.tree.scan_prefix(&[P_INDEX]) {
             let (k, v) = kv?;
             let block = block_id(&k)?;
             referenced.insert(block);
@@ -195,13 +196,13 @@ impl Store {
             }
         }
         let mut opens: HashMap<SeriesId, Vec<u8>> = HashMap::new();
-        for kv in self.tree.scan_prefix([P_OPEN]) {
+        for kv in self.tree.scan_prefix(&[P_OPEN]) {
             let (_, v) = kv?;
             for (id, state) in decode_open_shard(&v)? {
                 opens.insert(id, state);
             }
         }
-        for kv in self.tree.scan_prefix([P_SERIES]) {
+        for kv in self.tree.scan_prefix(&[P_SERIES]) {
             let (k, v) = kv?;
             let (id, _) = parse_id(&k)?;
             let labels = decode_labels(&v)?;
@@ -220,22 +221,22 @@ impl Store {
         delta: &CheckpointDelta,
         upper: Vec<u8>,
     ) -> Result<Vec<(SeriesId, u32, ChunkLoc)>, Error> {
-        let mut batch = sled::Batch::default();
+        let mut batch: Vec<BatchOp> = Vec::new();
         let mut next_block_id = self.meta()?.map_or(0, |m| m.next_block_id);
         for &block in &delta.deleted_blocks {
-            batch.remove(block_key(P_INDEX, block));
+            batch.push((block_key(P_INDEX, block), None));
         }
         for &id in &delta.deleted_series {
-            batch.remove(key(P_SERIES, id, None));
+            batch.push((key(P_SERIES, id, None), None));
         }
         for (id, labels) in &delta.new_series {
-            batch.insert(key(P_SERIES, *id, None), encode_labels(labels));
+            batch.push((key(P_SERIES, *id, None), Some(encode_labels(labels).into())));
         }
         let mut locs = Vec::with_capacity(delta.new_chunks.len());
         let mut block = Vec::with_capacity(BLOCK_BYTES_TARGET + 4096);
         let mut entries: Vec<IndexEntry> = Vec::new();
         let mut flush_block =
-            |block: &mut Vec<u8>, entries: &mut Vec<IndexEntry>, batch: &mut sled::Batch| -> Result<(), Error> {
+            |block: &mut Vec<u8>, entries: &mut Vec<IndexEntry>, batch: &mut Vec<BatchOp>| -> Result<(), Error> {
                 if entries.is_empty() {
                     return Ok(());
                 }
@@ -255,8 +256,8 @@ impl Store {
                 // Each block is the only value of a tree of its own, written once:
                 // sled then keeps it as one file and never rewrites it, where a
                 // shared tree would rewrite every neighbouring block on each insert.
-                self.block_tree(id)?.insert(BLOCK_VALUE_KEY, block.as_slice())?;
-                batch.insert(block_key(P_INDEX, id), encode_index(entries));
+                self.block_tree(id)?.insert(BLOCK_VALUE_KEY, block.as_slice().into())?;
+                batch.push((block_key(P_INDEX, id), Some(encode_index(entries).into())));
                 block.clear();
                 entries.clear();
                 Ok(())
@@ -287,14 +288,14 @@ impl Store {
         for (shard, states) in &delta.open_shards {
             let k = [P_OPEN, *shard as u8];
             if states.is_empty() {
-                batch.remove(&k[..]);
+                batch.push((k.to_vec(), None));
             } else {
-                batch.insert(&k[..], encode_open_shard(states));
+                batch.push((k.to_vec(), Some(encode_open_shard(states).into())));
             }
         }
         if let Some(m) = &delta.metadata {
             let v = bincode::serde::encode_to_vec(m, bincode_cfg()).map_err(|e| Error::Corrupt(e.to_string()))?;
-            batch.insert(KEY_METADATA, v);
+            batch.push((KEY_METADATA.to_vec(), Some(v.into())));
         }
         let meta = CheckpointMeta {
             version: CHECKPOINT_FORMAT_VERSION,
@@ -304,7 +305,7 @@ impl Store {
             next_block_id,
         };
         let v = bincode::serde::encode_to_vec(&meta, bincode_cfg()).map_err(|e| Error::Corrupt(e.to_string()))?;
-        batch.insert(KEY_META, v);
+        batch.push((KEY_META.to_vec(), Some(v.into())));
         // One flush covers the block trees and the batch; sled recovers a
         // prefix of writes in order, so the batch never survives without
         // the blocks it references.
@@ -320,11 +321,7 @@ impl Store {
     /// was deleted (retention) since the caller looked it up.
     pub fn read_chunk(&self, loc: ChunkLoc) -> Result<Option<Vec<u8>>, Error> {
         if !self.blocks.read().contains_key(&loc.block)
-            && !self
-                .db
-                .tree_names()
-                .iter()
-                .any(|n| n.as_ref() == block_tree_name(loc.block).as_bytes())
+            && !self.db.tree_names().iter().any(|n| *n == block_tree_name(loc.block))
         {
             return Ok(None);
         }
@@ -346,7 +343,7 @@ impl Store {
 
     /// Bytes on disk of the whole sled database (log included).
     pub fn size_on_disk(&self) -> Result<u64, Error> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk())
     }
 
     /// Writes the whole checkpoint (the main tree and every block tree) as
@@ -367,7 +364,7 @@ impl Store {
         }
         for (name, tree) in trees {
             rec(w, 1, &name)?;
-            for kv in tree.iter() {
+            for kv in tree.scan_prefix(&[]) {
                 let (k, v) = kv?;
                 rec(w, 2, &k)?;
                 rec(w, 3, &v)?;
@@ -412,12 +409,14 @@ impl Store {
         self.tree.clear()?;
         let mut meta: Option<Vec<u8>> = None;
         let mut n = 0u64;
-        let mut tree: Option<sled::Tree> = None;
+        let mut tree: Option<std::sync::Arc<dyn KvTree>> = None;
+        let mut tree_is_main = false;
         loop {
             match rec(r)? {
                 (0, _) => break,
                 (1, name) => {
-                    tree = Some(if name == b"tsdb" {
+                    tree_is_main = name == b"tsdb";
+                    tree = Some(if tree_is_main {
                         self.tree.clone()
                     } else {
                         let hex = std::str::from_utf8(&name)
@@ -444,10 +443,10 @@ impl Store {
                     let t = tree
                         .as_ref()
                         .ok_or_else(|| Error::Corrupt("snapshot record before any tree".into()))?;
-                    if k == KEY_META && t.name() == self.tree.name() {
+                    if k == KEY_META && tree_is_main {
                         meta = Some(v);
                     } else {
-                        t.insert(k, v)?;
+                        t.insert(&k, v.into())?;
                     }
                     n += 1;
                 }
@@ -456,7 +455,7 @@ impl Store {
         }
         self.db.flush()?;
         let meta = meta.ok_or_else(|| Error::Corrupt("snapshot holds no checkpoint meta".into()))?;
-        self.tree.insert(KEY_META, meta)?;
+        self.tree.insert(KEY_META, meta.into())?;
         self.db.flush()?;
         Ok(n)
     }

@@ -19,6 +19,12 @@ pub trait Connector: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, Error>;
 }
 
+impl Connector for std::sync::Arc<dyn Connector> {
+    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        self.as_ref().channel(addr)
+    }
+}
+
 /// Plain HTTP/2 over TCP.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpConnector;

@@ -1,0 +1,74 @@
+//! The short sweep run by `cargo test --workspace --release`, and the
+//! determinism check (same seed, same history). Both run the
+//! `promraft-sim` program, which runs each seed in a fresh process.
+
+use std::process::Command;
+
+/// Seeds of the short sweep (about a minute on CI's two cores); override
+/// with `PROMRAFT_SIM_SEEDS`.
+const SWEEP_SEEDS: u64 = 150;
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_promraft-sim"))
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("run promraft-sim");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn short_sweep_keeps_every_invariant() {
+    let n: u64 = std::env::var("PROMRAFT_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SWEEP_SEEDS);
+    let (ok, out) = run(sim().args(["--seeds", &n.to_string(), "--from", "0"]));
+    let summary: Vec<&str> = out.lines().skip_while(|l| !l.contains("seeds/s")).collect();
+    println!("{}", summary.join("\n"));
+    assert!(ok, "the sweep of {n} seeds failed:\n{out}");
+    assert!(
+        out.contains("crash-lose-unsynced") && out.contains("partition-leader-isolated"),
+        "the sweep must inject faults:\n{out}"
+    );
+}
+
+/// The `RESULT` line's trace hash of one seed run in its own process.
+fn trace_of(seed: u64) -> String {
+    let (_, out) = run(sim().args(["--one", &seed.to_string()]));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("seed {seed} printed no result:\n{out}"));
+    line.split(' ').nth(3).expect("a trace hash").to_string()
+}
+
+/// Seeds run twice by the determinism check.
+const DETERMINISM_SEEDS: u64 = 4;
+
+#[test]
+#[cfg_attr(
+    not(tokio_unstable),
+    ignore = "needs RUSTFLAGS=\"--cfg tokio_unstable\" (tokio's scheduler is seeded only then)"
+)]
+fn same_seed_gives_the_same_history() {
+    let mut hashes = Vec::new();
+    for seed in 1000..1000 + DETERMINISM_SEEDS {
+        let (a, b) = (trace_of(seed), trace_of(seed));
+        assert_eq!(
+            a,
+            b,
+            "seed {seed} gave two histories; replay: {}",
+            promraft_sim::run::replay_command(seed)
+        );
+        hashes.push(a);
+    }
+    hashes.sort();
+    hashes.dedup();
+    assert_eq!(
+        hashes.len() as u64,
+        DETERMINISM_SEEDS,
+        "different seeds must give different histories"
+    );
+}
