@@ -7,7 +7,6 @@
 
 pub mod command;
 pub mod log_store;
-pub mod network;
 pub mod runtime;
 pub mod state_machine;
 pub mod transport;
