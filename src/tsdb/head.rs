@@ -551,36 +551,42 @@ impl Head {
         self.postings
             .remove(&emptied, |id| labels_by_id.get(&id).cloned().unwrap_or_default());
         for (id, syms) in &removed {
-            let labels = Labels::from_sorted_unchecked(
-                syms.iter()
-                    .map(|&(n, v)| Label {
-                        name: self.symbols.resolve(n).to_string(),
-                        value: self.symbols.resolve(v).to_string(),
-                    })
-                    .collect(),
-            );
-            let h = labels.stable_hash();
-            if self.by_hash.get(&h) == Some(id) {
-                self.by_hash.remove(&h);
-                if let Some(mut rest) = self.collisions.remove(&h) {
-                    if let Some(first) = rest.pop() {
-                        self.by_hash.insert(h, first);
-                    }
-                    if !rest.is_empty() {
-                        self.collisions.insert(h, rest);
-                    }
+            self.forget_series(*id, syms);
+        }
+    }
+
+    /// Drops a removed series from the label-hash index and the checkpoint
+    /// bookkeeping (its postings are removed by the caller).
+    fn forget_series(&mut self, id: SeriesId, syms: &[(Sym, Sym)]) {
+        let labels = Labels::from_sorted_unchecked(
+            syms.iter()
+                .map(|&(n, v)| Label {
+                    name: self.symbols.resolve(n).to_string(),
+                    value: self.symbols.resolve(v).to_string(),
+                })
+                .collect(),
+        );
+        let h = labels.stable_hash();
+        if self.by_hash.get(&h) == Some(&id) {
+            self.by_hash.remove(&h);
+            if let Some(mut rest) = self.collisions.remove(&h) {
+                if let Some(first) = rest.pop() {
+                    self.by_hash.insert(h, first);
                 }
-            } else if let Some(list) = self.collisions.get_mut(&h) {
-                list.retain(|x| x != id);
-                if list.is_empty() {
-                    self.collisions.remove(&h);
+                if !rest.is_empty() {
+                    self.collisions.insert(h, rest);
                 }
             }
-            self.deleted_series.push(*id);
-            self.new_series.retain(|x| x != id);
-            self.live_series -= 1;
-            self.stats.series_removed += 1;
+        } else if let Some(list) = self.collisions.get_mut(&h) {
+            list.retain(|x| *x != id);
+            if list.is_empty() {
+                self.collisions.remove(&h);
+            }
         }
+        self.deleted_series.push(id);
+        self.new_series.retain(|x| *x != id);
+        self.live_series -= 1;
+        self.stats.series_removed += 1;
     }
 
     /// Collects what changed since the last checkpoint. The head is not
@@ -779,35 +785,7 @@ impl Head {
             self.new_chunks.retain(|&(sid, _)| sid != id);
             let syms = s.labels.to_vec();
             self.postings.remove(&[id], |_| syms.clone());
-            let labels = Labels::from_sorted_unchecked(
-                syms.iter()
-                    .map(|&(n, v)| Label {
-                        name: self.symbols.resolve(n).to_string(),
-                        value: self.symbols.resolve(v).to_string(),
-                    })
-                    .collect(),
-            );
-            let h = labels.stable_hash();
-            if self.by_hash.get(&h) == Some(&id) {
-                self.by_hash.remove(&h);
-                if let Some(mut rest) = self.collisions.remove(&h) {
-                    if let Some(first) = rest.pop() {
-                        self.by_hash.insert(h, first);
-                    }
-                    if !rest.is_empty() {
-                        self.collisions.insert(h, rest);
-                    }
-                }
-            } else if let Some(list) = self.collisions.get_mut(&h) {
-                list.retain(|x| *x != id);
-                if list.is_empty() {
-                    self.collisions.remove(&h);
-                }
-            }
-            self.deleted_series.push(id);
-            self.new_series.retain(|x| *x != id);
-            self.live_series -= 1;
-            self.stats.series_removed += 1;
+            self.forget_series(id, &syms);
             removed += 1;
         }
         removed

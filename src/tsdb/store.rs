@@ -377,27 +377,6 @@ impl Store {
 
     /// Replaces the whole checkpoint with an export, then flushes.
     pub fn import(&self, r: &mut impl Read) -> Result<u64, Error> {
-        /// Largest record accepted from an export: far above any block,
-        /// shard or label set we write.
-        const RECORD_BYTES_MAX: usize = 256 << 20;
-        fn rec(r: &mut impl Read) -> Result<(u8, Vec<u8>), Error> {
-            let mut tag = [0u8; 1];
-            r.read_exact(&mut tag)?;
-            if tag[0] == 0 {
-                return Ok((0, Vec::new()));
-            }
-            let mut len = [0u8; 4];
-            r.read_exact(&mut len)?;
-            let len = u32::from_be_bytes(len) as usize;
-            if len > RECORD_BYTES_MAX {
-                return Err(Error::Corrupt(format!(
-                    "snapshot record of {len} bytes exceeds {RECORD_BYTES_MAX}"
-                )));
-            }
-            let mut b = vec![0u8; len];
-            r.read_exact(&mut b)?;
-            Ok((tag[0], b))
-        }
         // Remove the checkpoint meta first: a crash during the import then
         // leaves no checkpoint at all (the node restarts empty and Raft sends
         // the snapshot again), never a half-imported one that looks whole.
@@ -412,7 +391,7 @@ impl Store {
         let mut tree: Option<std::sync::Arc<dyn KvTree>> = None;
         let mut tree_is_main = false;
         loop {
-            match rec(r)? {
+            match read_export_record(r)? {
                 (0, _) => break,
                 (1, name) => {
                     tree_is_main = name == b"tsdb";
@@ -434,7 +413,7 @@ impl Store {
                     });
                 }
                 (2, k) => {
-                    let (tag, v) = rec(r)?;
+                    let (tag, v) = read_export_record(r)?;
                     if tag != 3 {
                         return Err(Error::Corrupt(format!(
                             "snapshot: expected a value record, got tag {tag}"
@@ -459,6 +438,31 @@ impl Store {
         self.db.flush()?;
         Ok(n)
     }
+}
+
+/// Largest record accepted from an export stream: far above any block,
+/// shard or label set we write.
+const EXPORT_RECORD_BYTES_MAX: usize = 256 << 20;
+
+/// Reads one `[u8 tag][u32 BE len][bytes]` record of an export stream
+/// (tag 0, the end, has no length or bytes).
+fn read_export_record(r: &mut impl Read) -> Result<(u8, Vec<u8>), Error> {
+    let mut tag = [0u8; 1];
+    r.read_exact(&mut tag)?;
+    if tag[0] == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > EXPORT_RECORD_BYTES_MAX {
+        return Err(Error::Corrupt(format!(
+            "export record of {len} bytes exceeds {EXPORT_RECORD_BYTES_MAX}"
+        )));
+    }
+    let mut b = vec![0u8; len];
+    r.read_exact(&mut b)?;
+    Ok((tag[0], b))
 }
 
 fn block_key(prefix: u8, block: u64) -> Vec<u8> {
@@ -658,26 +662,6 @@ pub struct ExportSummary {
 ///
 /// Memory: the live chunk positions of every block (about 24 bytes per chunk).
 pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
-    /// Largest record accepted; the same bound as import.
-    const RECORD_BYTES_MAX: usize = 256 << 20;
-    fn rec(r: &mut impl Read) -> Result<(u8, Vec<u8>), Error> {
-        let mut tag = [0u8; 1];
-        r.read_exact(&mut tag)?;
-        if tag[0] == 0 {
-            return Ok((0, Vec::new()));
-        }
-        let mut len = [0u8; 4];
-        r.read_exact(&mut len)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > RECORD_BYTES_MAX {
-            return Err(Error::Corrupt(format!(
-                "export record of {len} bytes exceeds {RECORD_BYTES_MAX}"
-            )));
-        }
-        let mut b = vec![0u8; len];
-        r.read_exact(&mut b)?;
-        Ok((tag[0], b))
-    }
     let mut out = ExportSummary::default();
     let widen = |out: &mut ExportSummary, lo: i64, hi: i64| {
         out.min_time_ms = Some(out.min_time_ms.map_or(lo, |m| m.min(lo)));
@@ -694,7 +678,7 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
     let mut tree: Option<Option<u64>> = None;
     let mut block_seen = std::collections::HashSet::new();
     loop {
-        let (tag, k) = rec(r)?;
+        let (tag, k) = read_export_record(r)?;
         match tag {
             0 => break,
             1 => {
@@ -713,7 +697,7 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
                 }
             }
             2 => {
-                let (vtag, v) = rec(r)?;
+                let (vtag, v) = read_export_record(r)?;
                 if vtag != 3 {
                     return Err(Error::Corrupt(format!(
                         "export: expected a value record, got tag {vtag}"
