@@ -318,6 +318,97 @@ fn wrong_content_encoding_is_415() {
     f.assert_still_serving("a wrong Content-Encoding");
 }
 
+/// A remote write 2.0 request (`io.prometheus.write.v2.Request`) of one
+/// series with one sample, encoded by hand from the 2.0 .proto: field 4 the
+/// symbols table, field 5 a series of label refs (field 1, packed) and
+/// samples (field 2: value, timestamp).
+fn remote_write_2_body(base: i64) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn field(tag: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(tag);
+        varint(payload.len() as u64, out);
+        out.extend_from_slice(payload);
+    }
+    let mut raw = Vec::new();
+    for sym in ["", "__name__", "rw2_metric", "job", "rw2"] {
+        field(0x22, sym.as_bytes(), &mut raw);
+    }
+    let mut sample = vec![0x09];
+    sample.extend_from_slice(&42.0f64.to_le_bytes());
+    sample.push(0x10);
+    varint(base as u64, &mut sample);
+    let mut ts = Vec::new();
+    field(0x0a, &[1, 2, 3, 4], &mut ts);
+    field(0x12, &sample, &mut ts);
+    field(0x2a, &ts, &mut raw);
+    snappy(&raw)
+}
+
+/// A Prometheus 3 sender configured for remote write 2.0 must be told that
+/// nothing was stored (415, which it does not retry), never 204.
+#[test]
+fn remote_write_2_is_415_not_silently_dropped() {
+    let mut f = Fixture::start("remote_write_2_is_415_not_silently_dropped");
+    let body = remote_write_2_body(f.base);
+    let v2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+    let headers = [
+        ("Content-Type", v2),
+        ("Content-Encoding", "snappy"),
+        ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+    ];
+    let r = f.post_write(&headers, &body);
+    f.assert_refused(&r, 415, "remote write 2.0", "a remote write 2.0 request");
+    // The version header alone names 2.0 as well.
+    let headers = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "snappy"),
+        ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+    ];
+    let r = f.post_write(&headers, &body);
+    f.assert_refused(
+        &r,
+        415,
+        "remote write 2.0",
+        "a request with X-Prometheus-Remote-Write-Version: 2.0.0",
+    );
+    let headers = [
+        ("Content-Type", "application/x-protobuf;proto=io.example.Unknown"),
+        ("Content-Encoding", "snappy"),
+    ];
+    let r = f.post_write(&headers, &body);
+    f.assert_refused(&r, 415, "io.example.Unknown", "an unknown proto= message");
+    f.assert_still_serving("remote write 2.0 and unknown-message requests");
+}
+
+/// Remote write 1.0 named explicitly, as Prometheus 3 sends it, is stored.
+#[test]
+fn remote_write_1_named_in_proto_is_stored() {
+    let mut f = Fixture::start("remote_write_1_named_in_proto_is_stored");
+    let req = valid_request(f.base);
+    let headers = [
+        ("Content-Type", "application/x-protobuf;proto=prometheus.WriteRequest"),
+        ("Content-Encoding", "snappy"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ];
+    let r = f.post_write(&headers, &encode_write(&req));
+    assert_eq!(
+        r.status,
+        204,
+        "remote write 1.0 with proto=prometheus.WriteRequest should get 204, got {} {:?}; reproduce: {}",
+        r.status,
+        r.text(),
+        repro(FILE, f.test)
+    );
+    f.record(&req.timeseries);
+    f.assert_still_serving("a remote write 1.0 request naming its proto");
+}
+
 /// A series with samples at `base`, `base+1s`, ... `base+4s`, accepted.
 fn accept_history(f: &mut Fixture) -> (Vec<(&'static str, &'static str)>, i64) {
     let pairs = vec![("__name__", "history"), ("job", "h")];

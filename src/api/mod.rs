@@ -16,6 +16,7 @@ pub mod read;
 pub mod remote_write;
 pub mod status;
 pub mod write;
+pub mod write_media;
 
 use std::sync::Arc;
 use std::time::Instant;

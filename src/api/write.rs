@@ -4,7 +4,8 @@
 //! `remote_write`), commits the valid part through the log, and answers like
 //! Prometheus: 204 when everything was stored, 400 with the first reason
 //! when anything was rejected (the valid samples are kept), 413 / 415 for
-//! oversized or mislabelled bodies, 503 when the node cannot commit.
+//! oversized or mislabelled bodies (a remote write 2.0 request among them:
+//! see `write_media`), 503 when the node cannot commit.
 
 use std::sync::atomic::Ordering;
 
@@ -13,10 +14,13 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::remote_write;
 use super::AppState;
+use super::{remote_write, write_media};
 use crate::cluster::batcher::WriteError as CommitError;
 use crate::tsdb::{AppendRequest, Metadata, SeriesSamples};
+
+/// The header in which a sender names its remote-write protocol version.
+const REMOTE_WRITE_VERSION: &str = "x-prometheus-remote-write-version";
 
 fn reply(node: &AppState, code: StatusCode, msg: String) -> Response {
     node.metrics.count_write_response(code.as_u16());
@@ -37,15 +41,10 @@ fn reply(node: &AppState, code: StatusCode, msg: String) -> Response {
 /// The remote-write handler.
 pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let limit = node.config.write.body_bytes_max;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        if !ct.starts_with("application/x-protobuf") {
-            return reply(
-                &node,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported content type {ct:?}: remote write 1.0 requires application/x-protobuf"),
-            );
-        }
+    // A header that is not visible ASCII is kept as a value no check accepts.
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if let Err(e) = write_media::check(text(header::CONTENT_TYPE.as_str()), text(REMOTE_WRITE_VERSION)) {
+        return reply(&node, StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
     }
     if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
         let enc = enc.to_str().unwrap_or("");
