@@ -16,6 +16,86 @@ use super::value::{Grid, StepSeries};
 use super::QueryError;
 use crate::tsdb::labels::{is_valid_label_name, Labels, METRIC_NAME};
 
+/// How one PromQL function is evaluated: the evaluator, the function's name
+/// (some implementations serve several names), its arguments (their number
+/// and types were checked by the parser), and the step grid.
+type CallFn = for<'e, 'a> fn(&mut Evaluator<'e>, &str, &[&'a Expr], &Grid) -> Result<Eval, QueryError>;
+
+/// Every function of instant vectors and scalars, by name. Range-vector
+/// functions are dispatched to `rangefn` before this table is consulted.
+static CALLS: &[(&str, CallFn)] = &[
+    ("time", |_, _, _, g| {
+        Ok(Eval::Scalar((0..g.n).map(|i| g.t(i) as f64 / 1000.0).collect()))
+    }),
+    // Query-level constants, in seconds (experimental functions).
+    ("start", |ev, _, _, g| Ok(constant(ev.query_start as f64 / 1000.0, g))),
+    ("end", |ev, _, _, g| Ok(constant(ev.query_end as f64 / 1000.0, g))),
+    ("step", |ev, _, _, g| Ok(constant(ev.query_step as f64 / 1000.0, g))),
+    ("range", |ev, _, _, g| {
+        Ok(constant((ev.query_end - ev.query_start) as f64 / 1000.0, g))
+    }),
+    ("pi", |_, _, _, g| Ok(constant(std::f64::consts::PI, g))),
+    ("min_of", min_max_of),
+    ("max_of", min_max_of),
+    ("vector", vector),
+    ("scalar", scalar),
+    ("timestamp", timestamp),
+    ("abs", |ev, _, a, g| map_fn(ev, a, g, f64::abs)),
+    ("ceil", |ev, _, a, g| map_fn(ev, a, g, f64::ceil)),
+    ("floor", |ev, _, a, g| map_fn(ev, a, g, f64::floor)),
+    ("exp", |ev, _, a, g| map_fn(ev, a, g, f64::exp)),
+    ("ln", |ev, _, a, g| map_fn(ev, a, g, f64::ln)),
+    ("log2", |ev, _, a, g| map_fn(ev, a, g, f64::log2)),
+    ("log10", |ev, _, a, g| map_fn(ev, a, g, f64::log10)),
+    ("sqrt", |ev, _, a, g| map_fn(ev, a, g, f64::sqrt)),
+    ("sgn", |ev, _, a, g| map_fn(ev, a, g, sgn)),
+    ("sin", |ev, _, a, g| map_fn(ev, a, g, f64::sin)),
+    ("cos", |ev, _, a, g| map_fn(ev, a, g, f64::cos)),
+    ("tan", |ev, _, a, g| map_fn(ev, a, g, f64::tan)),
+    ("asin", |ev, _, a, g| map_fn(ev, a, g, f64::asin)),
+    ("acos", |ev, _, a, g| map_fn(ev, a, g, f64::acos)),
+    ("atan", |ev, _, a, g| map_fn(ev, a, g, f64::atan)),
+    ("sinh", |ev, _, a, g| map_fn(ev, a, g, f64::sinh)),
+    ("cosh", |ev, _, a, g| map_fn(ev, a, g, f64::cosh)),
+    ("tanh", |ev, _, a, g| map_fn(ev, a, g, f64::tanh)),
+    ("asinh", |ev, _, a, g| map_fn(ev, a, g, f64::asinh)),
+    ("acosh", |ev, _, a, g| map_fn(ev, a, g, f64::acosh)),
+    ("atanh", |ev, _, a, g| map_fn(ev, a, g, f64::atanh)),
+    ("deg", |ev, _, a, g| {
+        map_fn(ev, a, g, |v| v * 180.0 / std::f64::consts::PI)
+    }),
+    ("rad", |ev, _, a, g| {
+        map_fn(ev, a, g, |v| v * std::f64::consts::PI / 180.0)
+    }),
+    ("round", round),
+    ("clamp", clamp),
+    ("clamp_min", clamp_min),
+    ("clamp_max", clamp_max),
+    ("minute", date_call),
+    ("hour", date_call),
+    ("day_of_month", date_call),
+    ("day_of_week", date_call),
+    ("day_of_year", date_call),
+    ("days_in_month", date_call),
+    ("month", date_call),
+    ("year", date_call),
+    ("absent", absent),
+    ("label_replace", |ev, _, a, g| label_replace(ev, a, g)),
+    ("label_join", |ev, _, a, g| label_join(ev, a, g)),
+    ("sort", sort_fn),
+    ("sort_desc", sort_fn),
+    ("sort_by_label", sort_fn),
+    ("sort_by_label_desc", sort_fn),
+    ("histogram_quantile", |ev, _, a, g| histogram_quantile(ev, a, g)),
+    ("histogram_quantiles", |ev, _, a, g| histogram_quantiles(ev, a, g)),
+    ("histogram_fraction", |ev, _, a, g| histogram_fraction(ev, a, g)),
+    ("histogram_count", native_histogram_only),
+    ("histogram_sum", native_histogram_only),
+    ("histogram_avg", native_histogram_only),
+    ("histogram_stddev", native_histogram_only),
+    ("histogram_stdvar", native_histogram_only),
+];
+
 /// Evaluates a function call over the grid.
 pub(crate) fn eval_call(ev: &mut Evaluator<'_>, call: &Call, grid: &Grid) -> Result<Eval, QueryError> {
     let name = call.func.name;
@@ -28,176 +108,167 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, call: &Call, grid: &Grid) -> Res
         };
         return eval_range_function(ev, name, &args, absent_labels, grid);
     }
-    match name {
-        "time" => Ok(Eval::Scalar((0..grid.n).map(|i| grid.t(i) as f64 / 1000.0).collect())),
-        // Query-level constants, in seconds (experimental functions).
-        "start" => Ok(Eval::Scalar(vec![ev.query_start as f64 / 1000.0; grid.n])),
-        "end" => Ok(Eval::Scalar(vec![ev.query_end as f64 / 1000.0; grid.n])),
-        "step" => Ok(Eval::Scalar(vec![ev.query_step as f64 / 1000.0; grid.n])),
-        "range" => Ok(Eval::Scalar(vec![
-            (ev.query_end - ev.query_start) as f64 / 1000.0;
-            grid.n
-        ])),
-        "min_of" | "max_of" => {
-            let a = ev.eval_scalar(args[0], grid)?;
-            let b = ev.eval_scalar(args[1], grid)?;
-            let f = if name == "min_of" { go_min } else { go_max };
-            Ok(Eval::Scalar(a.iter().zip(&b).map(|(&x, &y)| f(x, y)).collect()))
-        }
-        "pi" => Ok(Eval::Scalar(vec![std::f64::consts::PI; grid.n])),
-        "vector" => {
-            let v = ev.eval_scalar(args[0], grid)?;
-            Ok(Eval::Vector(vec![StepSeries {
-                labels: Labels::empty(),
-                drop_name: false,
-                vals: v.into_iter().map(Some).collect(),
-            }]))
-        }
-        "scalar" => {
-            let series = ev.eval_vector(args[0], grid)?;
-            let mut out = vec![f64::NAN; grid.n];
-            let mut counts = vec![0u32; grid.n];
-            for s in &series {
-                for (i, v) in s.vals.iter().enumerate() {
-                    if let Some(v) = v {
-                        counts[i] += 1;
-                        out[i] = *v;
-                    }
-                }
-            }
-            for (o, c) in out.iter_mut().zip(counts) {
-                if c != 1 {
-                    *o = f64::NAN;
-                }
-            }
-            Ok(Eval::Scalar(out))
-        }
-        "timestamp" => {
-            let arg = strip_parens(args[0]);
-            let mut series = if let Expr::VectorSelector(vs) = arg {
-                ev.eval_vector_selector(vs, grid, true)?
-            } else {
-                let mut s = ev.eval_vector(arg, grid)?;
-                for s in &mut s {
-                    for (i, v) in s.vals.iter_mut().enumerate() {
-                        if v.is_some() {
-                            *v = Some(grid.t(i) as f64 / 1000.0);
-                        }
-                    }
-                }
-                s
-            };
-            for s in &mut series {
-                s.drop_name = true;
-            }
-            Ok(Eval::Vector(series))
-        }
-        "abs" => map_fn(ev, &args, grid, f64::abs),
-        "ceil" => map_fn(ev, &args, grid, f64::ceil),
-        "floor" => map_fn(ev, &args, grid, f64::floor),
-        "exp" => map_fn(ev, &args, grid, f64::exp),
-        "ln" => map_fn(ev, &args, grid, f64::ln),
-        "log2" => map_fn(ev, &args, grid, f64::log2),
-        "log10" => map_fn(ev, &args, grid, f64::log10),
-        "sqrt" => map_fn(ev, &args, grid, f64::sqrt),
-        "sgn" => map_fn(ev, &args, grid, |v| {
-            if v > 0.0 {
-                1.0
-            } else if v < 0.0 {
-                -1.0
-            } else {
-                v
-            }
-        }),
-        "sin" => map_fn(ev, &args, grid, f64::sin),
-        "cos" => map_fn(ev, &args, grid, f64::cos),
-        "tan" => map_fn(ev, &args, grid, f64::tan),
-        "asin" => map_fn(ev, &args, grid, f64::asin),
-        "acos" => map_fn(ev, &args, grid, f64::acos),
-        "atan" => map_fn(ev, &args, grid, f64::atan),
-        "sinh" => map_fn(ev, &args, grid, f64::sinh),
-        "cosh" => map_fn(ev, &args, grid, f64::cosh),
-        "tanh" => map_fn(ev, &args, grid, f64::tanh),
-        "asinh" => map_fn(ev, &args, grid, f64::asinh),
-        "acosh" => map_fn(ev, &args, grid, f64::acosh),
-        "atanh" => map_fn(ev, &args, grid, f64::atanh),
-        "deg" => map_fn(ev, &args, grid, |v| v * 180.0 / std::f64::consts::PI),
-        "rad" => map_fn(ev, &args, grid, |v| v * std::f64::consts::PI / 180.0),
-        "round" => {
-            let to = if args.len() > 1 {
-                ev.eval_scalar(args[1], grid)?
-            } else {
-                vec![1.0; grid.n]
-            };
-            map_fn_step(ev, args[0], grid, |i, v| {
-                // Rounding half up, like Prometheus (not half to even).
-                let inv = 1.0 / to[i];
-                Some((v * inv + 0.5).floor() / inv)
-            })
-        }
-        "clamp" => {
-            let min = ev.eval_scalar(args[1], grid)?;
-            let max = ev.eval_scalar(args[2], grid)?;
-            map_fn_step(ev, args[0], grid, |i, v| {
-                // An empty range yields nothing at that step.
-                if max[i] < min[i] {
-                    None
-                } else {
-                    Some(go_max(min[i], go_min(max[i], v)))
-                }
-            })
-        }
-        "clamp_min" => {
-            let min = ev.eval_scalar(args[1], grid)?;
-            map_fn_step(ev, args[0], grid, |i, v| Some(go_max(min[i], v)))
-        }
-        "clamp_max" => {
-            let max = ev.eval_scalar(args[1], grid)?;
-            map_fn_step(ev, args[0], grid, |i, v| Some(go_min(max[i], v)))
-        }
-        "minute" | "hour" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "month" | "year" => {
-            let f = date_fn(name);
-            if args.is_empty() {
-                let vals = (0..grid.n).map(|i| Some(f(grid.t(i).div_euclid(1000)))).collect();
-                return Ok(Eval::Vector(vec![StepSeries {
-                    labels: Labels::empty(),
-                    drop_name: false,
-                    vals,
-                }]));
-            }
-            map_fn(ev, &args, grid, |v| f(go_float_to_int(v)))
-        }
-        "absent" => {
-            let series = ev.eval_vector(args[0], grid)?;
-            let mut present = vec![false; grid.n];
-            for s in &series {
-                for (p, v) in present.iter_mut().zip(&s.vals) {
-                    *p |= v.is_some();
-                }
-            }
-            let vals: Vec<Option<f64>> = present.iter().map(|p| if *p { None } else { Some(1.0) }).collect();
-            if vals.iter().all(Option::is_none) {
-                return Ok(Eval::Vector(Vec::new()));
-            }
-            Ok(Eval::Vector(vec![StepSeries {
-                labels: absent_labels(args[0]),
-                drop_name: false,
-                vals,
-            }]))
-        }
-        "label_replace" => label_replace(ev, &args, grid),
-        "label_join" => label_join(ev, &args, grid),
-        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => sort_fn(ev, name, &args, grid),
-        "histogram_quantile" => histogram_quantile(ev, &args, grid),
-        "histogram_quantiles" => histogram_quantiles(ev, &args, grid),
-        "histogram_fraction" => histogram_fraction(ev, &args, grid),
-        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar" => {
-            // These read native histograms only; float samples are ignored.
-            ev.eval_vector(args[0], grid)?;
-            Ok(Eval::Vector(Vec::new()))
-        }
-        other => Err(QueryError::BadData(format!("function {other:?} is not supported"))),
+    match CALLS.iter().find(|(n, _)| *n == name) {
+        Some((_, f)) => f(ev, name, &args, grid),
+        None => Err(QueryError::BadData(format!("function {name:?} is not supported"))),
     }
+}
+
+/// A scalar with the same value at every step.
+fn constant(v: f64, grid: &Grid) -> Eval {
+    Eval::Scalar(vec![v; grid.n])
+}
+
+/// `sgn(v)`: 1, -1, or `v` itself for zeros and NaN.
+fn sgn(v: f64) -> f64 {
+    if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        v
+    }
+}
+
+fn min_max_of(ev: &mut Evaluator<'_>, name: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let a = ev.eval_scalar(args[0], grid)?;
+    let b = ev.eval_scalar(args[1], grid)?;
+    let f = if name == "min_of" { go_min } else { go_max };
+    Ok(Eval::Scalar(a.iter().zip(&b).map(|(&x, &y)| f(x, y)).collect()))
+}
+
+fn vector(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let v = ev.eval_scalar(args[0], grid)?;
+    Ok(Eval::Vector(vec![StepSeries {
+        labels: Labels::empty(),
+        drop_name: false,
+        vals: v.into_iter().map(Some).collect(),
+    }]))
+}
+
+/// `scalar(v)`: the single element's value at each step, NaN where the
+/// vector has none or several.
+fn scalar(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let series = ev.eval_vector(args[0], grid)?;
+    let mut out = vec![f64::NAN; grid.n];
+    let mut counts = vec![0u32; grid.n];
+    for s in &series {
+        for (i, v) in s.vals.iter().enumerate() {
+            if let Some(v) = v {
+                counts[i] += 1;
+                out[i] = *v;
+            }
+        }
+    }
+    for (o, c) in out.iter_mut().zip(counts) {
+        if c != 1 {
+            *o = f64::NAN;
+        }
+    }
+    Ok(Eval::Scalar(out))
+}
+
+/// `timestamp(v)`: a selector's own sample timestamps; for any other
+/// expression, the evaluation time of each step.
+fn timestamp(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let arg = strip_parens(args[0]);
+    let mut series = if let Expr::VectorSelector(vs) = arg {
+        ev.eval_vector_selector(vs, grid, true)?
+    } else {
+        let mut s = ev.eval_vector(arg, grid)?;
+        for s in &mut s {
+            for (i, v) in s.vals.iter_mut().enumerate() {
+                if v.is_some() {
+                    *v = Some(grid.t(i) as f64 / 1000.0);
+                }
+            }
+        }
+        s
+    };
+    for s in &mut series {
+        s.drop_name = true;
+    }
+    Ok(Eval::Vector(series))
+}
+
+fn round(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let to = if args.len() > 1 {
+        ev.eval_scalar(args[1], grid)?
+    } else {
+        vec![1.0; grid.n]
+    };
+    map_fn_step(ev, args[0], grid, |i, v| {
+        // Rounding half up, like Prometheus (not half to even).
+        let inv = 1.0 / to[i];
+        Some((v * inv + 0.5).floor() / inv)
+    })
+}
+
+fn clamp(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let min = ev.eval_scalar(args[1], grid)?;
+    let max = ev.eval_scalar(args[2], grid)?;
+    map_fn_step(ev, args[0], grid, |i, v| {
+        // An empty range yields nothing at that step.
+        if max[i] < min[i] {
+            None
+        } else {
+            Some(go_max(min[i], go_min(max[i], v)))
+        }
+    })
+}
+
+fn clamp_min(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let min = ev.eval_scalar(args[1], grid)?;
+    map_fn_step(ev, args[0], grid, |i, v| Some(go_max(min[i], v)))
+}
+
+fn clamp_max(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let max = ev.eval_scalar(args[1], grid)?;
+    map_fn_step(ev, args[0], grid, |i, v| Some(go_min(max[i], v)))
+}
+
+/// The date functions: of each sample's value as Unix seconds, or with no
+/// argument of each step's time.
+fn date_call(ev: &mut Evaluator<'_>, name: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let f = date_fn(name);
+    if args.is_empty() {
+        let vals = (0..grid.n).map(|i| Some(f(grid.t(i).div_euclid(1000)))).collect();
+        return Ok(Eval::Vector(vec![StepSeries {
+            labels: Labels::empty(),
+            drop_name: false,
+            vals,
+        }]));
+    }
+    map_fn(ev, args, grid, |v| f(go_float_to_int(v)))
+}
+
+/// `absent(v)`: 1 with the selector's equality labels at the steps where
+/// `v` has no element.
+fn absent(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    let series = ev.eval_vector(args[0], grid)?;
+    let mut present = vec![false; grid.n];
+    for s in &series {
+        for (p, v) in present.iter_mut().zip(&s.vals) {
+            *p |= v.is_some();
+        }
+    }
+    let vals: Vec<Option<f64>> = present.iter().map(|p| if *p { None } else { Some(1.0) }).collect();
+    if vals.iter().all(Option::is_none) {
+        return Ok(Eval::Vector(Vec::new()));
+    }
+    Ok(Eval::Vector(vec![StepSeries {
+        labels: absent_labels(args[0]),
+        drop_name: false,
+        vals,
+    }]))
+}
+
+/// The native-histogram functions read native histograms only, which this
+/// engine does not hold yet; float samples are ignored, so the result is
+/// empty.
+fn native_histogram_only(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
+    ev.eval_vector(args[0], grid)?;
+    Ok(Eval::Vector(Vec::new()))
 }
 
 /// The expression inside any number of parentheses.
@@ -830,6 +901,21 @@ fn histogram_fraction(ev: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_call_table_names_each_function_once_and_no_range_function() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, _) in CALLS {
+            assert!(
+                seen.insert(*name),
+                "{name} is in the call table twice: the second entry is unreachable"
+            );
+            assert!(
+                !is_range_function(name),
+                "{name} is a range function: eval_call sends it to rangefn before the table"
+            );
+        }
+    }
 
     fn b(pairs: &[(f64, f64)]) -> Vec<Bucket> {
         pairs.iter().map(|&(upper, count)| Bucket { upper, count }).collect()
