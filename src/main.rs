@@ -261,7 +261,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Export(a) => rt.block_on(promraft::backup::openmetrics::run_export(a)),
         Cmd::Import(a) => rt.block_on(promraft::backup::openmetrics::run_import(a)),
         Cmd::Bench(BenchCmd::Chunk { samples }) => {
-            let r = promraft::tsdb::chunk_bench::bench_chunk(samples);
+            let r = promraft::bench::chunk::bench_chunk(samples);
             println!("{r}");
             Ok(())
         }

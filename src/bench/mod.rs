@@ -5,6 +5,7 @@
 //! measures promraft and Prometheus alike; `head` drives the TSDB's apply
 //! path in-process to measure the ceiling of one core.
 
+pub mod chunk;
 pub mod head;
 pub mod query;
 pub mod workload;

@@ -8,7 +8,6 @@
 
 pub mod bstream;
 pub mod chunk;
-pub mod chunk_bench;
 mod db;
 pub mod head;
 pub mod labels;
