@@ -203,86 +203,122 @@ fn select_k(
     groups: usize,
     n: usize,
 ) -> Result<Eval, QueryError> {
-    for p in param {
-        if p.is_nan() {
-            let what = if op == token::T_LIMIT_RATIO {
-                "Ratio"
-            } else {
-                "Parameter"
-            };
-            return Err(QueryError::Execution(format!("{what} value is NaN")));
-        }
+    if param.iter().any(|p| p.is_nan()) {
+        let what = if op == token::T_LIMIT_RATIO {
+            "Ratio"
+        } else {
+            "Parameter"
+        };
+        return Err(QueryError::Execution(format!("{what} value is NaN")));
     }
-    let mut selected: Vec<Vec<Option<f64>>> = vec![Vec::new(); series.len()];
-    let mut order: Vec<usize> = Vec::new();
-    let mut cand: Vec<Vec<(usize, f64)>> = vec![Vec::new(); groups];
+    let mut sel = Selection::new(series.len(), n);
     if op == token::T_LIMIT_RATIO {
         if param.iter().any(|r| !(-1.0..=1.0).contains(r)) {
             ev.warn("PromQL warning: ratio value should be between -1 and 1".into());
         }
-        for (si, s) in series.iter().enumerate() {
-            let h = s.labels.stable_hash() as f64 / u64::MAX as f64;
-            for i in 0..n {
-                let Some(v) = s.vals[i] else { continue };
-                let r = param[i].clamp(-1.0, 1.0);
-                let keep = if r >= 0.0 { h < r } else { h >= 1.0 + r };
-                if keep {
-                    if selected[si].is_empty() {
-                        selected[si] = vec![None; n];
-                        order.push(si);
-                    }
-                    selected[si][i] = Some(v);
-                }
-            }
-        }
+        select_by_ratio(&mut sel, param, &series);
     } else {
-        for i in 0..n {
-            if i % 256 == 0 {
-                ev.check_timeout()?;
-            }
-            let k = param[i];
-            if k < 1.0 {
-                continue;
-            }
-            let k = if k >= series.len() as f64 {
-                series.len()
-            } else {
-                k as usize
-            };
-            for c in cand.iter_mut() {
-                c.clear();
-            }
-            for (si, s) in series.iter().enumerate() {
-                if let Some(v) = s.vals[i] {
-                    cand[gid[si]].push((si, v));
-                }
-            }
-            for c in cand.iter_mut() {
-                match op {
-                    // NaN ranks below everything for topk and above for bottomk.
-                    token::T_TOPK => c.sort_by(|a, b| cmp_nan_low(b.1, a.1)),
-                    token::T_BOTTOMK => c.sort_by(|a, b| cmp_nan_high(a.1, b.1)),
-                    _ => {}
-                }
-                for &(si, v) in c.iter().take(k) {
-                    if selected[si].is_empty() {
-                        selected[si] = vec![None; n];
-                        order.push(si);
-                    }
-                    selected[si][i] = Some(v);
-                }
-            }
-        }
+        select_by_rank(ev, &mut sel, op, param, &series, gid, groups)?;
     }
     let mut series: Vec<Option<StepSeries>> = series.into_iter().map(Some).collect();
-    let mut out = Vec::with_capacity(order.len());
-    for si in order {
+    let mut out = Vec::with_capacity(sel.order.len());
+    for si in sel.order {
         if let Some(mut s) = series[si].take() {
-            s.vals = std::mem::take(&mut selected[si]);
+            s.vals = std::mem::take(&mut sel.vals[si]);
             out.push(s);
         }
     }
     Ok(Eval::Vector(out))
+}
+
+/// The values `select_k` keeps, per input series, and the order in which
+/// series were first selected.
+struct Selection {
+    /// Per input series: empty until selected at some step, then one slot per step.
+    vals: Vec<Vec<Option<f64>>>,
+    order: Vec<usize>,
+    steps: usize,
+}
+
+impl Selection {
+    fn new(series: usize, steps: usize) -> Selection {
+        Selection {
+            vals: vec![Vec::new(); series],
+            order: Vec::new(),
+            steps,
+        }
+    }
+
+    /// Keeps value `v` of series `si` at step `i`.
+    fn keep(&mut self, si: usize, i: usize, v: f64) {
+        if self.vals[si].is_empty() {
+            self.vals[si] = vec![None; self.steps];
+            self.order.push(si);
+        }
+        self.vals[si][i] = Some(v);
+    }
+}
+
+/// `limit_ratio`: a series is kept where its label hash falls inside the
+/// ratio (from the bottom for a positive ratio, from the top for a negative).
+fn select_by_ratio(sel: &mut Selection, param: &[f64], series: &[StepSeries]) {
+    for (si, s) in series.iter().enumerate() {
+        let h = s.labels.stable_hash() as f64 / u64::MAX as f64;
+        for (i, v) in s.vals.iter().enumerate() {
+            let Some(v) = *v else { continue };
+            let r = param[i].clamp(-1.0, 1.0);
+            if (r >= 0.0 && h < r) || (r < 0.0 && h >= 1.0 + r) {
+                sel.keep(si, i, v);
+            }
+        }
+    }
+}
+
+/// `topk`, `bottomk` and `limitk`: at each step, the first k series of each
+/// group in rank order (input order for `limitk`).
+fn select_by_rank(
+    ev: &mut Evaluator<'_>,
+    sel: &mut Selection,
+    op: u16,
+    param: &[f64],
+    series: &[StepSeries],
+    gid: &[usize],
+    groups: usize,
+) -> Result<(), QueryError> {
+    let mut cand: Vec<Vec<(usize, f64)>> = vec![Vec::new(); groups];
+    for (i, &k) in param.iter().enumerate().take(sel.steps) {
+        if i % 256 == 0 {
+            ev.check_timeout()?;
+        }
+        if k < 1.0 {
+            continue;
+        }
+        let k = if k >= series.len() as f64 {
+            series.len()
+        } else {
+            k as usize
+        };
+        for c in cand.iter_mut() {
+            c.clear();
+        }
+        for (si, s) in series.iter().enumerate() {
+            if let Some(v) = s.vals[i] {
+                cand[gid[si]].push((si, v));
+            }
+        }
+        for c in cand.iter_mut() {
+            match op {
+                // NaN ranks below everything for topk and above for bottomk.
+                token::T_TOPK => c.sort_by(|a, b| cmp_nan_low(b.1, a.1)),
+                token::T_BOTTOMK => c.sort_by(|a, b| cmp_nan_high(a.1, b.1)),
+                _ => {}
+            }
+            for &(si, v) in c.iter().take(k) {
+                sel.keep(si, i, v);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Ascending order with NaN below every number.

@@ -220,50 +220,47 @@ fn labels_string(l: &Labels) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
-/// Arithmetic and comparison between two vectors.
-#[allow(clippy::too_many_arguments)]
-fn vector_vector(
-    ev: &mut Evaluator<'_>,
-    op: u16,
-    lhs: Vec<StepSeries>,
-    rhs: Vec<StepSeries>,
-    matching: Option<&LabelModifier>,
-    card: &VectorMatchCardinality,
-    return_bool: bool,
-    n: usize,
-) -> Result<Vec<StepSeries>, QueryError> {
-    let cmp = is_comparison(op);
-    // The "one" side must be unique per signature; for group_right it is the left.
-    let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
-    let (many, one) = if swapped { (&rhs, &lhs) } else { (&lhs, &rhs) };
-    let include: &[String] = match card {
-        VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => &l.labels,
-        _ => &[],
-    };
-    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-    let many_sig: Vec<Labels> = many.iter().map(|s| signature(&s.labels, matching)).collect();
-    let mut one_by_sig: HashMap<Labels, Vec<usize>> = HashMap::new();
-    for (i, s) in one.iter().enumerate() {
-        one_by_sig.entry(signature(&s.labels, matching)).or_default().push(i);
+/// The indices of `series` by their match signature.
+fn group_by_signature(series: &[StepSeries], matching: Option<&LabelModifier>) -> HashMap<Labels, Vec<usize>> {
+    let mut by_sig: HashMap<Labels, Vec<usize>> = HashMap::new();
+    for (i, s) in series.iter().enumerate() {
+        by_sig.entry(signature(&s.labels, matching)).or_default().push(i);
     }
-    // Resolve each many-side series' candidates once, not at every step.
-    let cands_of: Vec<Option<&Vec<usize>>> = many_sig.iter().map(|sig| one_by_sig.get(sig)).collect();
-    let dup_groups: Vec<(&Labels, &Vec<usize>)> = one_by_sig.iter().filter(|(_, v)| v.len() > 1).collect();
-    // Which steps have any value on the many side (the duplicate check only
-    // applies where both sides are non-empty, as in Prometheus).
-    let mut many_present = vec![false; n];
-    for s in many.iter() {
-        for (p, v) in many_present.iter_mut().zip(&s.vals) {
+    by_sig
+}
+
+/// In one-to-one matching, records that a "one" side series was matched at
+/// step `i`; a second match at the same step is Prometheus's error.
+fn match_once(matched_at: &mut usize, i: usize) -> Result<(), QueryError> {
+    if *matched_at == i {
+        return Err(QueryError::Execution(
+            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+        ));
+    }
+    *matched_at = i;
+    Ok(())
+}
+
+/// Which steps have a value in any of `series`.
+fn present_steps(series: &[StepSeries], n: usize) -> Vec<bool> {
+    let mut present = vec![false; n];
+    for s in series {
+        for (p, v) in present.iter_mut().zip(&s.vals) {
             *p |= v.is_some();
         }
     }
-    let mut one_present = vec![false; n];
-    for s in one.iter() {
-        for (p, v) in one_present.iter_mut().zip(&s.vals) {
-            *p |= v.is_some();
-        }
-    }
-    for (sig, members) in &dup_groups {
+    present
+}
+
+/// Fails as Prometheus does when two series of the "one" side share a match
+/// group at a step where the "many" side has a value.
+fn check_one_side_unique(
+    one: &[StepSeries],
+    one_by_sig: &HashMap<Labels, Vec<usize>>,
+    many_present: &[bool],
+    swapped: bool,
+) -> Result<(), QueryError> {
+    for (sig, members) in one_by_sig.iter().filter(|(_, v)| v.len() > 1) {
         for (i, &any_many) in many_present.iter().enumerate() {
             if !any_many {
                 continue;
@@ -285,6 +282,57 @@ fn vector_vector(
             }
         }
     }
+    Ok(())
+}
+
+/// The result of `lv op rv`: arithmetic, or a comparison that keeps the
+/// left value (`None` when it filters the pair out) or gives 0/1 with `bool`.
+fn combine(op: u16, cmp: bool, return_bool: bool, lv: f64, rv: f64) -> Option<f64> {
+    if !cmp {
+        return Some(arith(op, lv, rv));
+    }
+    let c = compare(op, lv, rv);
+    if return_bool {
+        Some(bool_f(c))
+    } else if c {
+        Some(lv)
+    } else {
+        None
+    }
+}
+
+/// Arithmetic and comparison between two vectors.
+#[allow(clippy::too_many_arguments)]
+fn vector_vector(
+    ev: &mut Evaluator<'_>,
+    op: u16,
+    lhs: Vec<StepSeries>,
+    rhs: Vec<StepSeries>,
+    matching: Option<&LabelModifier>,
+    card: &VectorMatchCardinality,
+    return_bool: bool,
+    n: usize,
+) -> Result<Vec<StepSeries>, QueryError> {
+    let cmp = is_comparison(op);
+    // The "one" side must be unique per signature; for group_right it is the left.
+    let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let (many, one) = if swapped { (&rhs, &lhs) } else { (&lhs, &rhs) };
+    let include: &[String] = match card {
+        VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => &l.labels,
+        _ => &[],
+    };
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    let one_by_sig = group_by_signature(one, matching);
+    // Resolve each many-side series' candidates once, not at every step.
+    let cands_of: Vec<Option<&Vec<usize>>> = many
+        .iter()
+        .map(|s| one_by_sig.get(&signature(&s.labels, matching)))
+        .collect();
+    // Which steps have any value on each side (the duplicate check only
+    // applies where both sides are non-empty, as in Prometheus).
+    let many_present = present_steps(many, n);
+    let one_present = present_steps(one, n);
+    check_one_side_unique(one, &one_by_sig, &many_present, swapped)?;
     let drop = !cmp || return_bool;
     let mut out: Vec<StepSeries> = Vec::new();
     let mut out_index: HashMap<(Labels, bool), usize> = HashMap::new();
@@ -305,26 +353,11 @@ fn vector_vector(
             };
             let ov = one[o].vals[i].unwrap_or(f64::NAN);
             if one_to_one {
-                if one_matched_at[o] == i {
-                    return Err(QueryError::Execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-                            .into(),
-                    ));
-                }
-                one_matched_at[o] = i;
+                match_once(&mut one_matched_at[o], i)?;
             }
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-            let value = if cmp {
-                let c = compare(op, lv, rv);
-                if return_bool {
-                    bool_f(c)
-                } else if c {
-                    lv
-                } else {
-                    continue;
-                }
-            } else {
-                arith(op, lv, rv)
+            let Some(value) = combine(op, cmp, return_bool, lv, rv) else {
+                continue;
             };
             let idx = match pair_cache.get(&(m, o)) {
                 Some(&idx) => idx,

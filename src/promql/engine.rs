@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use promql_parser::label::MatchOp as ParserMatchOp;
-use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+use promql_parser::parser::{self, AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector};
 
 use super::storage::{is_stale_marker, SeriesSamples, Storage};
 use super::value::{Grid, QueryResult, RangeSeries, Sample, Series, StepSeries, Value};
@@ -260,6 +260,18 @@ pub(crate) struct RangeInput {
     pub loaded: usize,
 }
 
+impl RangeInput {
+    /// No series: the grid has no step inside the selector's `@` range.
+    fn empty(refs: Vec<i64>, range: i64) -> RangeInput {
+        RangeInput {
+            series: Vec::new(),
+            refs,
+            range,
+            loaded: 0,
+        }
+    }
+}
+
 impl<'a> Evaluator<'a> {
     /// Fails if the query has run out of time. Cheap enough to call per
     /// series; callers in per-step loops call it every few hundred steps.
@@ -475,107 +487,102 @@ impl<'a> Evaluator<'a> {
     pub fn range_input(&mut self, expr: &Expr, grid: &Grid) -> Result<RangeInput, QueryError> {
         match expr {
             Expr::Paren(p) => self.range_input(&p.expr, grid),
-            Expr::MatrixSelector(ms) => {
-                let range = ms.range.as_millis() as i64;
-                let refs = self.refs(&ms.vs.at, &ms.vs.offset, grid);
-                if refs.is_empty() {
-                    return Ok(RangeInput {
-                        series: Vec::new(),
-                        refs,
-                        range,
-                        loaded: 0,
-                    });
-                }
-                let (lo, hi) = min_max(&refs);
-                let data = self.select(&ms.vs, lo - range + 1, hi)?;
-                let mut loaded = 0;
-                let mut series = Vec::with_capacity(data.len());
-                for mut s in data {
-                    // Stale markers only end lookback; range windows ignore them.
-                    s.samples.retain(|&(_, v)| !is_stale_marker(v));
-                    loaded += s.samples.len();
-                    series.push(RangeSeries {
-                        labels: s.labels,
-                        drop_name: false,
-                        samples: s.samples,
-                    });
-                }
-                self.hold(loaded)?;
-                Ok(RangeInput {
-                    series,
-                    refs,
-                    range,
-                    loaded,
-                })
-            }
-            Expr::Subquery(sq) => {
-                let range = sq.range.as_millis() as i64;
-                let step = sq
-                    .step
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(SUBQUERY_STEP_MS_DEFAULT)
-                    .max(1);
-                let refs = self.refs(&sq.at, &sq.offset, grid);
-                if refs.is_empty() {
-                    return Ok(RangeInput {
-                        series: Vec::new(),
-                        refs,
-                        range,
-                        loaded: 0,
-                    });
-                }
-                let (lo, hi) = min_max(&refs);
-                // The inner grid holds the step-aligned instants inside the
-                // windows: the first multiple of `step` after `lo - range`,
-                // then every `step` up to the last window end.
-                let first = lo - range;
-                let mut start = step * first.div_euclid(step);
-                if start <= first {
-                    start += step;
-                }
-                let inner = Grid::new(start, hi, step);
-                let val = self.eval(&sq.expr, &inner)?;
-                let stepped = match val {
-                    Eval::Vector(v) => v,
-                    Eval::Scalar(v) => vec![StepSeries {
-                        labels: Labels::empty(),
-                        drop_name: false,
-                        vals: v.into_iter().map(Some).collect(),
-                    }],
-                    _ => {
-                        return Err(QueryError::BadData(
-                            "subquery is only allowed on instant vectors".into(),
-                        ))
-                    }
-                };
-                let mut loaded = 0;
-                let series: Vec<RangeSeries> = merge_same_labels(stepped)?
-                    .into_iter()
-                    .map(|s| {
-                        let samples: Vec<(i64, f64)> = s
-                            .vals
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, v)| v.map(|v| (inner.t(i), v)))
-                            .collect();
-                        loaded += samples.len();
-                        RangeSeries {
-                            labels: s.labels,
-                            drop_name: s.drop_name,
-                            samples,
-                        }
-                    })
-                    .collect();
-                self.hold(loaded)?;
-                Ok(RangeInput {
-                    series,
-                    refs,
-                    range,
-                    loaded,
-                })
-            }
+            Expr::MatrixSelector(ms) => self.matrix_input(ms, grid),
+            Expr::Subquery(sq) => self.subquery_input(sq, grid),
             _ => Err(QueryError::BadData(format!("expected a range vector, got {expr}"))),
         }
+    }
+
+    /// A matrix selector's raw samples over every window of the grid.
+    fn matrix_input(&mut self, ms: &MatrixSelector, grid: &Grid) -> Result<RangeInput, QueryError> {
+        let range = ms.range.as_millis() as i64;
+        let refs = self.refs(&ms.vs.at, &ms.vs.offset, grid);
+        if refs.is_empty() {
+            return Ok(RangeInput::empty(refs, range));
+        }
+        let (lo, hi) = min_max(&refs);
+        let data = self.select(&ms.vs, lo - range + 1, hi)?;
+        let mut loaded = 0;
+        let mut series = Vec::with_capacity(data.len());
+        for mut s in data {
+            // Stale markers only end lookback; range windows ignore them.
+            s.samples.retain(|&(_, v)| !is_stale_marker(v));
+            loaded += s.samples.len();
+            series.push(RangeSeries {
+                labels: s.labels,
+                drop_name: false,
+                samples: s.samples,
+            });
+        }
+        self.hold(loaded)?;
+        Ok(RangeInput {
+            series,
+            refs,
+            range,
+            loaded,
+        })
+    }
+
+    /// A subquery evaluated on its own step-aligned grid, as raw samples.
+    fn subquery_input(&mut self, sq: &SubqueryExpr, grid: &Grid) -> Result<RangeInput, QueryError> {
+        let range = sq.range.as_millis() as i64;
+        let step = sq
+            .step
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(SUBQUERY_STEP_MS_DEFAULT)
+            .max(1);
+        let refs = self.refs(&sq.at, &sq.offset, grid);
+        if refs.is_empty() {
+            return Ok(RangeInput::empty(refs, range));
+        }
+        let (lo, hi) = min_max(&refs);
+        // The inner grid holds the step-aligned instants inside the
+        // windows: the first multiple of `step` after `lo - range`,
+        // then every `step` up to the last window end.
+        let first = lo - range;
+        let mut start = step * first.div_euclid(step);
+        if start <= first {
+            start += step;
+        }
+        let inner = Grid::new(start, hi, step);
+        let stepped = match self.eval(&sq.expr, &inner)? {
+            Eval::Vector(v) => v,
+            Eval::Scalar(v) => vec![StepSeries {
+                labels: Labels::empty(),
+                drop_name: false,
+                vals: v.into_iter().map(Some).collect(),
+            }],
+            _ => {
+                return Err(QueryError::BadData(
+                    "subquery is only allowed on instant vectors".into(),
+                ))
+            }
+        };
+        let mut loaded = 0;
+        let series: Vec<RangeSeries> = merge_same_labels(stepped)?
+            .into_iter()
+            .map(|s| {
+                let samples: Vec<(i64, f64)> = s
+                    .vals
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| (inner.t(i), v)))
+                    .collect();
+                loaded += samples.len();
+                RangeSeries {
+                    labels: s.labels,
+                    drop_name: s.drop_name,
+                    samples,
+                }
+            })
+            .collect();
+        self.hold(loaded)?;
+        Ok(RangeInput {
+            series,
+            refs,
+            range,
+            loaded,
+        })
     }
 }
 

@@ -8,43 +8,86 @@
 
 use promql_parser::parser::Expr;
 
-use super::engine::{Eval, Evaluator};
+use super::engine::{Eval, Evaluator, RangeInput};
 use super::value::{Grid, StepSeries};
 use super::QueryError;
 use crate::tsdb::labels::Labels;
 
-/// Names of the functions this file evaluates.
+/// One window of raw samples and what a function may read besides them.
+struct Window<'a> {
+    /// The samples in `(end - range, end]`, in time order; never empty.
+    samples: &'a [(i64, f64)],
+    /// The window's end, ms.
+    end: i64,
+    /// The evaluation time, ms: differs from `end` under `@` and `offset`;
+    /// `predict_linear` predicts from it.
+    eval_t: i64,
+    /// The range, ms.
+    range: i64,
+    /// The function's first and second scalar parameters at this step (NaN
+    /// where the function has none).
+    params: (f64, f64),
+}
+
+/// The value of one range function over one window. `buf` is scratch space
+/// reused across windows, so the quantile functions allocate once per call.
+type WindowFn = fn(&Window<'_>, &mut Vec<f64>) -> Option<f64>;
+
+/// Every range-vector function but `absent_over_time` (which looks at steps,
+/// not windows), by name.
+static RANGE_FUNCTIONS: &[(&str, WindowFn)] = &[
+    ("rate", |w, _| extrapolated_rate(w.samples, w.end, w.range, true, true)),
+    ("increase", |w, _| {
+        extrapolated_rate(w.samples, w.end, w.range, true, false)
+    }),
+    ("delta", |w, _| {
+        extrapolated_rate(w.samples, w.end, w.range, false, false)
+    }),
+    ("irate", |w, _| instant_delta(w.samples, true)),
+    ("idelta", |w, _| instant_delta(w.samples, false)),
+    ("deriv", |w, _| deriv(w.samples)),
+    ("predict_linear", |w, _| predict_linear(w.samples, w.eval_t, w.params.0)),
+    ("resets", |w, _| Some(resets(w.samples))),
+    ("changes", |w, _| Some(changes(w.samples))),
+    ("avg_over_time", |w, _| Some(avg(w.samples.iter().map(|s| s.1)))),
+    ("sum_over_time", |w, _| Some(sum_over_time(w.samples))),
+    ("count_over_time", |w, _| Some(w.samples.len() as f64)),
+    ("present_over_time", |_, _| Some(1.0)),
+    ("last_over_time", |w, _| w.samples.last().map(|s| s.1)),
+    ("first_over_time", |w, _| w.samples.first().map(|s| s.1)),
+    ("ts_of_last_over_time", |w, _| w.samples.last().map(|s| seconds(s.0))),
+    ("ts_of_first_over_time", |w, _| w.samples.first().map(|s| seconds(s.0))),
+    ("min_over_time", |w, _| extreme(w.samples, |a, b| a < b).map(|s| s.1)),
+    ("ts_of_min_over_time", |w, _| {
+        extreme(w.samples, |a, b| a < b).map(|s| seconds(s.0))
+    }),
+    ("max_over_time", |w, _| extreme(w.samples, |a, b| a > b).map(|s| s.1)),
+    ("ts_of_max_over_time", |w, _| {
+        extreme(w.samples, |a, b| a > b).map(|s| seconds(s.0))
+    }),
+    ("quantile_over_time", |w, buf| {
+        buf.clear();
+        buf.extend(w.samples.iter().map(|s| s.1));
+        Some(quantile(w.params.0, buf))
+    }),
+    ("stddev_over_time", |w, _| {
+        Some(variance(w.samples.iter().map(|s| s.1)).sqrt())
+    }),
+    ("stdvar_over_time", |w, _| Some(variance(w.samples.iter().map(|s| s.1)))),
+    ("mad_over_time", |w, buf| Some(mad(w.samples, buf))),
+    ("double_exponential_smoothing", |w, _| {
+        double_exponential_smoothing(w.samples, w.params.0, w.params.1)
+    }),
+];
+
+/// The window function of range function `name`, if it is one.
+fn window_fn(name: &str) -> Option<WindowFn> {
+    RANGE_FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
+/// Whether `name` is a range-vector function, evaluated by this file.
 pub(crate) fn is_range_function(name: &str) -> bool {
-    matches!(
-        name,
-        "rate"
-            | "increase"
-            | "delta"
-            | "irate"
-            | "idelta"
-            | "deriv"
-            | "predict_linear"
-            | "resets"
-            | "changes"
-            | "avg_over_time"
-            | "min_over_time"
-            | "max_over_time"
-            | "sum_over_time"
-            | "count_over_time"
-            | "last_over_time"
-            | "first_over_time"
-            | "quantile_over_time"
-            | "stddev_over_time"
-            | "stdvar_over_time"
-            | "mad_over_time"
-            | "present_over_time"
-            | "absent_over_time"
-            | "ts_of_min_over_time"
-            | "ts_of_max_over_time"
-            | "ts_of_last_over_time"
-            | "ts_of_first_over_time"
-            | "double_exponential_smoothing"
-    )
+    name == "absent_over_time" || window_fn(name).is_some()
 }
 
 /// Evaluates a range-vector function call.
@@ -55,6 +98,71 @@ pub(crate) fn eval_range_function(
     labels_for_absent: Labels,
     grid: &Grid,
 ) -> Result<Eval, QueryError> {
+    let (matrix_arg, params) = range_params(ev, name, args, grid)?;
+    let input = ev.range_input(matrix_arg, grid)?;
+    let n = grid.n;
+    if name == "absent_over_time" {
+        return absent_over_time(ev, &input, labels_for_absent, n);
+    }
+    let Some(f) = window_fn(name) else {
+        return Err(QueryError::BadData(format!(
+            "function {name:?} is not a range function"
+        )));
+    };
+    // Only these two return a sample unchanged, so only they keep the name.
+    let keeps_name = matches!(name, "last_over_time" | "first_over_time");
+    let range = input.range;
+    let mut out = Vec::with_capacity(input.series.len());
+    let mut buf: Vec<f64> = Vec::new();
+    let mut produced = 0usize;
+    for s in &input.series {
+        ev.check_timeout()?;
+        let mut vals = vec![None; n];
+        let mut any = false;
+        slide(&s.samples, &input.refs, range, |i, w| {
+            if w.is_empty() {
+                return;
+            }
+            let p = |k: usize| params.get(k).map(|v| v[i]).unwrap_or(f64::NAN);
+            let window = Window {
+                samples: w,
+                end: input.refs[i],
+                eval_t: grid.t(i),
+                range,
+                params: (p(0), p(1)),
+            };
+            let v = f(&window, &mut buf);
+            if v.is_some() {
+                any = true;
+            }
+            vals[i] = v;
+        });
+        if any {
+            produced += n;
+            out.push(StepSeries {
+                labels: s.labels.clone(),
+                drop_name: s.drop_name || !keeps_name,
+                vals,
+            });
+        }
+    }
+    ev.release(input.loaded);
+    ev.hold(produced)?;
+    ev.release(produced);
+    if matches!(name, "rate" | "increase") {
+        not_a_counter_info(ev, name, &input);
+    }
+    Ok(Eval::Vector(out))
+}
+
+/// The range-vector argument of a call and its scalar parameters evaluated
+/// at every step, after the checks Prometheus makes of them.
+fn range_params<'x>(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&'x Expr],
+    grid: &Grid,
+) -> Result<(&'x Expr, Vec<Vec<f64>>), QueryError> {
     // quantile_over_time takes its range vector second; all others first.
     let (matrix_arg, scalar_args): (&Expr, Vec<&Expr>) = if name == "quantile_over_time" {
         (args[1], vec![args[0]])
@@ -85,82 +193,52 @@ pub(crate) fn eval_range_function(
             ));
         }
     }
-    let input = ev.range_input(matrix_arg, grid)?;
-    let n = grid.n;
-    if name == "absent_over_time" {
-        let mut present = vec![false; n];
-        for s in &input.series {
-            ev.check_timeout()?;
-            slide(&s.samples, &input.refs, input.range, |i, w| {
-                if !w.is_empty() {
-                    present[i] = true;
-                }
-            });
-        }
-        ev.release(input.loaded);
-        let vals: Vec<Option<f64>> = present.iter().map(|p| if *p { None } else { Some(1.0) }).collect();
-        let out = if vals.iter().any(Option::is_some) {
-            vec![StepSeries {
-                labels: labels_for_absent,
-                drop_name: false,
-                vals,
-            }]
-        } else {
-            Vec::new()
-        };
-        return Ok(Eval::Vector(out));
-    }
-    // Only these two return a sample unchanged, so only they keep the name.
-    let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-    let range = input.range;
-    let mut out = Vec::with_capacity(input.series.len());
-    let mut buf: Vec<f64> = Vec::new();
-    let mut produced = 0usize;
+    Ok((matrix_arg, params))
+}
+
+/// `absent_over_time`: 1 with the selector's equality labels at the steps
+/// whose window holds no sample of any series.
+fn absent_over_time(ev: &mut Evaluator<'_>, input: &RangeInput, labels: Labels, n: usize) -> Result<Eval, QueryError> {
+    let mut present = vec![false; n];
     for s in &input.series {
         ev.check_timeout()?;
-        let mut vals = vec![None; n];
-        let mut any = false;
-        slide(&s.samples, &input.refs, range, |i, w| {
-            if w.is_empty() {
-                return;
+        slide(&s.samples, &input.refs, input.range, |i, w| {
+            if !w.is_empty() {
+                present[i] = true;
             }
-            let r = input.refs[i];
-            let p = |k: usize| params.get(k).map(|v| v[i]).unwrap_or(f64::NAN);
-            let v = window_value(name, w, (r, grid.t(i)), range, (p(0), p(1)), &mut buf);
-            if v.is_some() {
-                any = true;
-            }
-            vals[i] = v;
         });
-        if any {
-            produced += n;
-            out.push(StepSeries {
-                labels: s.labels.clone(),
-                drop_name: s.drop_name || !keeps_name,
-                vals,
-            });
-        }
     }
     ev.release(input.loaded);
-    ev.hold(produced)?;
-    ev.release(produced);
-    if matches!(name, "rate" | "increase") {
-        let pos = ev.position(name, Some(0));
-        for s in &input.series {
-            let metric = s.labels.metric_name();
-            if !metric.is_empty()
-                && !s.drop_name
-                && !["_total", "_sum", "_count", "_bucket"]
-                    .iter()
-                    .any(|suf| metric.ends_with(suf))
-            {
-                ev.info(format!(
-                    "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"{metric}\"{pos}"
-                ));
-            }
+    let vals: Vec<Option<f64>> = present.iter().map(|p| if *p { None } else { Some(1.0) }).collect();
+    let out = if vals.iter().any(Option::is_some) {
+        vec![StepSeries {
+            labels,
+            drop_name: false,
+            vals,
+        }]
+    } else {
+        Vec::new()
+    };
+    Ok(Eval::Vector(out))
+}
+
+/// The info annotation Prometheus adds to `rate` and `increase` of a metric
+/// whose name does not look like a counter's.
+fn not_a_counter_info(ev: &mut Evaluator<'_>, name: &str, input: &RangeInput) {
+    let pos = ev.position(name, Some(0));
+    for s in &input.series {
+        let metric = s.labels.metric_name();
+        if !metric.is_empty()
+            && !s.drop_name
+            && !["_total", "_sum", "_count", "_bucket"]
+                .iter()
+                .any(|suf| metric.ends_with(suf))
+        {
+            ev.info(format!(
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"{metric}\"{pos}"
+            ));
         }
     }
-    Ok(Eval::Vector(out))
 }
 
 /// Calls `f(step, window)` for every step, with the window `(ref - range,
@@ -178,118 +256,80 @@ fn slide(samples: &[(i64, f64)], refs: &[i64], range: i64, mut f: impl FnMut(usi
     }
 }
 
-/// The value of function `name` over one non-empty window ending at `r`.
-/// `times` is (window end, evaluation time): they differ under `@` and
-/// `offset`, and `predict_linear` predicts from the evaluation time.
-fn window_value(
-    name: &str,
-    w: &[(i64, f64)],
-    times: (i64, i64),
-    range: i64,
-    (p0, p1): (f64, f64),
-    buf: &mut Vec<f64>,
-) -> Option<f64> {
-    let (r, eval_t) = times;
-    match name {
-        "rate" => extrapolated_rate(w, r, range, true, true),
-        "increase" => extrapolated_rate(w, r, range, true, false),
-        "delta" => extrapolated_rate(w, r, range, false, false),
-        "irate" => instant_delta(w, true),
-        "idelta" => instant_delta(w, false),
-        "deriv" => {
-            if w.len() < 2 {
-                return None;
-            }
-            Some(linear_regression(w, w[0].0).0)
-        }
-        "predict_linear" => {
-            if w.len() < 2 {
-                return None;
-            }
-            let (slope, intercept) = linear_regression(w, eval_t);
-            Some(slope * p0 + intercept)
-        }
-        "resets" => {
-            let mut n = 0;
-            for pair in w.windows(2) {
-                if pair[1].1 < pair[0].1 {
-                    n += 1;
-                }
-            }
-            Some(n as f64)
-        }
-        "changes" => {
-            let mut n = 0;
-            for pair in w.windows(2) {
-                let (a, b) = (pair[0].1, pair[1].1);
-                if a != b && !(a.is_nan() && b.is_nan()) {
-                    n += 1;
-                }
-            }
-            Some(n as f64)
-        }
-        "avg_over_time" => Some(avg(w.iter().map(|s| s.1))),
-        "sum_over_time" => {
-            let (mut sum, mut c) = (0.0, 0.0);
-            for s in w {
-                (sum, c) = kahan_inc(s.1, sum, c);
-            }
-            Some(if sum.is_infinite() { sum } else { sum + c })
-        }
-        "count_over_time" => Some(w.len() as f64),
-        "present_over_time" => Some(1.0),
-        "last_over_time" => w.last().map(|s| s.1),
-        "first_over_time" => w.first().map(|s| s.1),
-        "ts_of_last_over_time" => w.last().map(|s| s.0 as f64 / 1000.0),
-        "ts_of_first_over_time" => w.first().map(|s| s.0 as f64 / 1000.0),
-        "min_over_time" | "ts_of_min_over_time" => {
-            let mut best = w[0];
-            for &s in &w[1..] {
-                if s.1 < best.1 || (best.1.is_nan() && !s.1.is_nan()) {
-                    best = s;
-                }
-            }
-            Some(if name == "min_over_time" {
-                best.1
-            } else {
-                best.0 as f64 / 1000.0
-            })
-        }
-        "max_over_time" | "ts_of_max_over_time" => {
-            let mut best = w[0];
-            for &s in &w[1..] {
-                if s.1 > best.1 || (best.1.is_nan() && !s.1.is_nan()) {
-                    best = s;
-                }
-            }
-            Some(if name == "max_over_time" {
-                best.1
-            } else {
-                best.0 as f64 / 1000.0
-            })
-        }
-        "quantile_over_time" => {
-            buf.clear();
-            buf.extend(w.iter().map(|s| s.1));
-            Some(quantile(p0, buf))
-        }
-        "stddev_over_time" => Some(variance(w.iter().map(|s| s.1)).sqrt()),
-        "stdvar_over_time" => Some(variance(w.iter().map(|s| s.1))),
-        "mad_over_time" => {
-            if w.iter().any(|s| s.1.is_nan()) {
-                return Some(f64::NAN);
-            }
-            buf.clear();
-            buf.extend(w.iter().map(|s| s.1));
-            let median = quantile(0.5, buf);
-            for v in buf.iter_mut() {
-                *v = (*v - median).abs();
-            }
-            Some(quantile(0.5, buf))
-        }
-        "double_exponential_smoothing" => double_exponential_smoothing(w, p0, p1),
-        _ => None,
+/// Milliseconds as PromQL's float seconds.
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// `deriv`: the slope of the least-squares line through the window.
+fn deriv(w: &[(i64, f64)]) -> Option<f64> {
+    (w.len() >= 2).then(|| linear_regression(w, w[0].0).0)
+}
+
+/// `predict_linear`: the least-squares line's value `ahead_s` seconds after
+/// the evaluation time.
+fn predict_linear(w: &[(i64, f64)], eval_t: i64, ahead_s: f64) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
     }
+    let (slope, intercept) = linear_regression(w, eval_t);
+    Some(slope * ahead_s + intercept)
+}
+
+/// `resets`: how often the value went down.
+fn resets(w: &[(i64, f64)]) -> f64 {
+    w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64
+}
+
+/// `changes`: how often the value changed (NaN to NaN is no change).
+fn changes(w: &[(i64, f64)]) -> f64 {
+    w.windows(2)
+        .filter(|p| {
+            let (a, b) = (p[0].1, p[1].1);
+            a != b && !(a.is_nan() && b.is_nan())
+        })
+        .count() as f64
+}
+
+/// `sum_over_time`, with Kahan compensation as Prometheus sums.
+fn sum_over_time(w: &[(i64, f64)]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for s in w {
+        (sum, c) = kahan_inc(s.1, sum, c);
+    }
+    if sum.is_infinite() {
+        sum
+    } else {
+        sum + c
+    }
+}
+
+/// The first sample whose value beats every other by `better`, a NaN losing
+/// to any number (the `min`/`max_over_time` rule).
+fn extreme(w: &[(i64, f64)], better: fn(f64, f64) -> bool) -> Option<(i64, f64)> {
+    let (&first, rest) = w.split_first()?;
+    let mut best = first;
+    for &s in rest {
+        if better(s.1, best.1) || (best.1.is_nan() && !s.1.is_nan()) {
+            best = s;
+        }
+    }
+    Some(best)
+}
+
+/// `mad_over_time`: the median absolute deviation from the median; NaN if
+/// any value is NaN.
+fn mad(w: &[(i64, f64)], buf: &mut Vec<f64>) -> f64 {
+    if w.iter().any(|s| s.1.is_nan()) {
+        return f64::NAN;
+    }
+    buf.clear();
+    buf.extend(w.iter().map(|s| s.1));
+    let median = quantile(0.5, buf);
+    for v in buf.iter_mut() {
+        *v = (*v - median).abs();
+    }
+    quantile(0.5, buf)
 }
 
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated
