@@ -291,6 +291,25 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
     let writer = tokio::task::spawn_blocking(move || {
         write_download(ChannelReader { rx, cur: Bytes::new() }, &out2, key.as_ref())
     });
+    pump_download(&mut resp, tx, a.max_rate, &addr).await;
+    let (header, size, _stream_secs) = writer
+        .await
+        .context("backup writer task")?
+        .with_context(|| format!("backup from {addr} failed; no file was written at {}", out.display()))?;
+    let encrypted = a.key.key_file.is_some() || a.key.passphrase_env.is_some();
+    print_backup_summary(&header, &out, size, encrypted, command_started);
+    Ok(())
+}
+
+/// Moves the response body to the writer task, at most `max_rate` bytes per
+/// second (0: unlimited). A transfer error is handed on to the writer, which
+/// then fails the backup with it; the channel closes when this returns.
+async fn pump_download(
+    resp: &mut reqwest::Response,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    max_rate: u64,
+    addr: &str,
+) {
     let started = Instant::now();
     let mut received = 0u64;
     loop {
@@ -300,8 +319,8 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
                 if tx.send(Ok(b)).await.is_err() {
                     break; // the writer stopped; its error says why
                 }
-                if a.max_rate > 0 {
-                    let due = Duration::from_secs_f64(received as f64 / a.max_rate as f64);
+                if max_rate > 0 {
+                    let due = Duration::from_secs_f64(received as f64 / max_rate as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {
                         tokio::time::sleep(wait).await;
                     }
@@ -314,24 +333,19 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
             }
         }
     }
-    drop(tx);
-    let (header, size, _stream_secs) = writer
-        .await
-        .context("backup writer task")?
-        .with_context(|| format!("backup from {addr} failed; no file was written at {}", out.display()))?;
+}
+
+/// What `promraft backup` prints once the file is written.
+fn print_backup_summary(header: &Header, out: &Path, size: u64, encrypted: bool, command_started: Instant) {
     println!(
         "backup of node {} at index {} written to {} ({} bytes{})",
         header.node_id,
         header.applied_index,
         out.display(),
         size,
-        if a.key.key_file.is_some() || a.key.passphrase_env.is_some() {
-            ", encrypted"
-        } else {
-            ""
-        }
+        if encrypted { ", encrypted" } else { "" }
     );
-    println!("{}", describe(&header));
+    println!("{}", describe(header));
     let secs = command_started.elapsed().as_secs_f64().max(1e-3);
     println!(
         "  rate: {:.1} MB/s of content, {:.0} samples/s, {:.2} s in all",
@@ -339,7 +353,6 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
         header.samples as f64 / secs,
         secs
     );
-    Ok(())
 }
 
 /// Checks a backup file completely; returns its header. Blocking.

@@ -193,86 +193,92 @@ pub fn parse_line(line: &str, format: TextFormat) -> Result<Option<TextSample>, 
     }
     let mut labels = vec![("__name__".to_string(), name.to_string())];
     if let Some(r) = rest.strip_prefix('{') {
-        rest = r;
-        loop {
-            rest = rest.trim_start();
-            if let Some(r) = rest.strip_prefix('}') {
-                rest = r;
-                break;
-            }
-            let (ln, r) = parse_name(rest);
-            if ln.is_empty() {
-                return Err(format!("bad label name in {line:?}"));
-            }
-            let r = r
-                .trim_start()
-                .strip_prefix('=')
-                .ok_or_else(|| format!("expected '=' in {line:?}"))?;
-            let mut r = r
-                .trim_start()
-                .strip_prefix('"')
-                .ok_or_else(|| format!("expected '\"' in {line:?}"))?;
-            let mut value = String::new();
-            loop {
-                let mut chars = r.chars();
-                match chars.next() {
-                    None => return Err(format!("unterminated label value in {line:?}")),
-                    Some('"') => {
-                        r = chars.as_str();
-                        break;
-                    }
-                    Some('\\') => {
-                        match chars.next() {
-                            Some('n') => value.push('\n'),
-                            Some('\\') => value.push('\\'),
-                            Some('"') => value.push('"'),
-                            Some(c) => {
-                                value.push('\\');
-                                value.push(c)
-                            }
-                            None => return Err(format!("unterminated escape in {line:?}")),
-                        }
-                        r = chars.as_str();
-                    }
-                    Some(c) => {
-                        value.push(c);
-                        r = chars.as_str();
-                    }
-                }
-            }
-            labels.push((ln.to_string(), value));
-            rest = r.trim_start();
-            if let Some(r) = rest.strip_prefix(',') {
-                rest = r;
-            }
-        }
+        rest = parse_labels(r, line, &mut labels)?;
     }
     // Exemplars (OpenMetrics) follow " # "; they are not stored.
     let rest = rest.split(" # ").next().unwrap_or("");
     let mut fields = rest.split_whitespace();
     let value = parse_value(fields.next().ok_or_else(|| format!("no value in {line:?}"))?)?;
-    let t_ms = match fields.next() {
-        None => None,
-        Some(ts) => Some(match format {
-            TextFormat::Prometheus => ts
-                .parse::<i64>()
-                .map_err(|_| format!("invalid timestamp {ts:?} (milliseconds expected)"))?,
-            TextFormat::Openmetrics => {
-                let s: f64 = ts
-                    .parse()
-                    .map_err(|_| format!("invalid timestamp {ts:?} (seconds expected)"))?;
-                if !s.is_finite() {
-                    return Err(format!("invalid timestamp {ts:?}"));
-                }
-                (s * 1000.0).round() as i64
-            }
-        }),
-    };
+    let t_ms = fields.next().map(|ts| parse_timestamp(ts, format)).transpose()?;
     if fields.next().is_some() {
         return Err(format!("unexpected text after the timestamp in {line:?}"));
     }
     labels.sort();
     Ok(Some(TextSample { labels, value, t_ms }))
+}
+
+/// Parses `name="value", ...}` (the text after `{`) into `labels`; returns
+/// the text after the closing brace.
+fn parse_labels<'a>(mut rest: &'a str, line: &str, labels: &mut Vec<(String, String)>) -> Result<&'a str, String> {
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix('}') {
+            return Ok(r);
+        }
+        let (ln, r) = parse_name(rest);
+        if ln.is_empty() {
+            return Err(format!("bad label name in {line:?}"));
+        }
+        let r = r
+            .trim_start()
+            .strip_prefix('=')
+            .ok_or_else(|| format!("expected '=' in {line:?}"))?;
+        let r = r
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or_else(|| format!("expected '\"' in {line:?}"))?;
+        let (value, r) = parse_quoted(r, line)?;
+        labels.push((ln.to_string(), value));
+        rest = r.trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        }
+    }
+}
+
+/// Parses a label value up to its closing quote (the text after the opening
+/// one), undoing the text format's escapes; returns the value and the text
+/// after the quote.
+fn parse_quoted<'a>(mut r: &'a str, line: &str) -> Result<(String, &'a str), String> {
+    let mut value = String::new();
+    loop {
+        let mut chars = r.chars();
+        match chars.next() {
+            None => return Err(format!("unterminated label value in {line:?}")),
+            Some('"') => return Ok((value, chars.as_str())),
+            Some('\\') => match chars.next() {
+                Some('n') => value.push('\n'),
+                Some('\\') => value.push('\\'),
+                Some('"') => value.push('"'),
+                Some(c) => {
+                    value.push('\\');
+                    value.push(c)
+                }
+                None => return Err(format!("unterminated escape in {line:?}")),
+            },
+            Some(c) => value.push(c),
+        }
+        r = chars.as_str();
+    }
+}
+
+/// A sample's timestamp: milliseconds in the Prometheus text format,
+/// seconds (possibly fractional) in OpenMetrics.
+fn parse_timestamp(ts: &str, format: TextFormat) -> Result<i64, String> {
+    match format {
+        TextFormat::Prometheus => ts
+            .parse::<i64>()
+            .map_err(|_| format!("invalid timestamp {ts:?} (milliseconds expected)")),
+        TextFormat::Openmetrics => {
+            let s: f64 = ts
+                .parse()
+                .map_err(|_| format!("invalid timestamp {ts:?} (seconds expected)"))?;
+            if !s.is_finite() {
+                return Err(format!("invalid timestamp {ts:?}"));
+            }
+            Ok((s * 1000.0).round() as i64)
+        }
+    }
 }
 
 /// `promraft export`.

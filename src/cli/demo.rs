@@ -6,7 +6,6 @@
 //! remote write to whichever node is up, so killing a node (even the
 //! leader) shows failover with no gap in the data.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -198,6 +197,27 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&a.data_dir);
     }
     std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let mut nodes = spawn_nodes(&a)?;
+    let leader = match wait_for_leader(&nodes).await {
+        Some(l) => l,
+        None => {
+            terminate(&mut nodes);
+            bail!("no leader after 30 s; see the logs in {}", a.data_dir.display());
+        }
+    };
+    print_banner(&a, &nodes, leader);
+    feed_until_ctrl_c(&nodes, leader).await?;
+    println!("\nstopping the three nodes...");
+    terminate(&mut nodes);
+    println!(
+        "stopped. Data kept in {} (run with --fresh to start over).",
+        a.data_dir.display()
+    );
+    Ok(())
+}
+
+/// Starts the three `promraft serve` children, each logging to its own file.
+fn spawn_nodes(a: &DemoArgs) -> anyhow::Result<Vec<DemoNode>> {
     let exe = std::env::current_exe().context("finding the promraft binary")?;
     let http_ports = ports(a.http_port)?;
     let raft_ports = ports(a.raft_port)?;
@@ -225,29 +245,39 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting node {i}"))?;
-        nodes.push(DemoNode { id: i, http, child });
-    }
-    let addrs: BTreeMap<u64, String> = nodes.iter().map(|n| (n.id, n.http.clone())).collect();
-    // Wait for a leader (bounded).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let leader = loop {
-        if Instant::now() > deadline {
-            terminate(&mut nodes);
-            bail!("no leader after 30 s; see the logs in {}", a.data_dir.display());
+            .with_context(|| format!("starting node {i}"));
+        match child {
+            Ok(child) => nodes.push(DemoNode { id: i, http, child }),
+            Err(e) => {
+                terminate(&mut nodes);
+                return Err(e);
+            }
         }
+    }
+    Ok(nodes)
+}
+
+/// The leader's id, once the first node reports one (within 30 s).
+async fn wait_for_leader(nodes: &[DemoNode]) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         if let Ok(s) = super::cluster::fetch_status(&nodes[0].http).await {
-            if let Some(l) = s.leader_id {
-                break l;
+            if s.leader_id.is_some() {
+                return s.leader_id;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+    None
+}
+
+/// What the demo prints once the cluster is up: the nodes and what to try.
+fn print_banner(a: &DemoArgs, nodes: &[DemoNode], leader: u64) {
     println!(
         "promraft demo: a three-node cluster on loopback (data in {})\n",
         a.data_dir.display()
     );
-    for n in &nodes {
+    for n in nodes {
         println!(
             "  node {}  pid {:>7}  http://{}  (log: {}/node-{}.log){}",
             n.id,
@@ -270,28 +300,32 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         nodes[2].http
     );
     println!("  promraft cluster status --addr {any}");
-    println!("  kill -9 {leader_pid}        # the leader: a new one takes over in well under a second");
+    println!("  kill -9 {leader_pid}        # the leader: the survivors elect a new one and keep taking writes");
     println!("  Grafana / promtool: point them at http://{any}\n");
     println!("Ctrl-C stops all three nodes.");
+}
 
+/// Every `FEED_INTERVAL`, scrapes each node's `/metrics` and remote-writes
+/// it to the nodes in turn (skipping those that are down), and reports
+/// leader changes; returns on Ctrl-C.
+async fn feed_until_ctrl_c(nodes: &[DemoNode], leader: u64) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
     let mut tick = tokio::time::interval(FEED_INTERVAL);
     let mut last_leader = Some(leader);
     let mut next_target = 0usize;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = tick.tick() => {}
         }
         let now = chrono::Utc::now().timestamp_millis();
-        for (id, http) in &addrs {
-            let Ok(resp) = client.get(format!("http://{http}/metrics")).send().await else {
+        for n in nodes {
+            let Ok(resp) = client.get(format!("http://{}/metrics", n.http)).send().await else {
                 continue;
             };
             let Ok(text) = resp.text().await else { continue };
-            let body = remote_write_body(&parse_exposition(&text), http, now);
-            // Send to the nodes in turn; skip those that are down.
-            for attempt in 0..addrs.len() {
+            let body = remote_write_body(&parse_exposition(&text), &n.http, now);
+            for attempt in 0..nodes.len() {
                 let target = &nodes[(next_target + attempt) % nodes.len()].http;
                 let sent = client
                     .post(format!("http://{target}/api/v1/write"))
@@ -305,10 +339,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
                     break;
                 }
             }
-            let _ = id;
             next_target = (next_target + 1) % nodes.len();
         }
-        for n in &nodes {
+        for n in nodes {
             if let Ok(s) = super::cluster::fetch_status(&n.http).await {
                 if s.leader_id != last_leader {
                     if let Some(l) = s.leader_id {
@@ -320,13 +353,6 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("\nstopping the three nodes...");
-    terminate(&mut nodes);
-    println!(
-        "stopped. Data kept in {} (run with --fresh to start over).",
-        a.data_dir.display()
-    );
-    Ok(())
 }
 
 #[cfg(test)]
