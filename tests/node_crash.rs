@@ -358,12 +358,11 @@ fn digest_is_unchanged_by_a_graceful_restart() {
 }
 
 /// The stricter half of the check above: with no client writes, a graceful
-/// restart should leave the applied index where it was. It does not: the
-/// retention duty in `src/node.rs` uses `tokio::time::interval`, whose first
-/// tick is immediate, so a node that is leader at start-up (always the case
-/// when a one-member cluster restarts) proposes a `Retention` entry at once.
-/// The test waits up to two seconds for the index to move, so it fails
-/// reliably rather than only when the digest request loses the race.
+/// restart leaves the applied index where it was. (It once moved: the
+/// retention duty's first tick was immediate, so a node leading at
+/// start-up proposed a `Retention` entry at once.) The test waits two
+/// seconds for the index to move, so such an entry cannot slip by because
+/// the digest request came first.
 #[test]
 fn applied_index_is_unchanged_by_a_graceful_restart() {
     const TEST: &str = "applied_index_is_unchanged_by_a_graceful_restart";
