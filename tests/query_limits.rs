@@ -118,7 +118,9 @@ fn a_query_past_its_timeout_fails_with_503_timeout() {
     );
 }
 
-/// A query that keeps a slot for `timeout` (it runs until its timeout).
+/// A query that keeps a slot for `timeout`: it runs until its timeout (a
+/// 1 ms-step subquery over an hour), which comes long before it holds
+/// [`CONCURRENCY_SAMPLES_MAX`] samples.
 fn heavy_query(addr: String, time: String, timeout: &str) -> std::thread::JoinHandle<HttpResponse> {
     let target = with_query(
         "/api/v1/query",
@@ -145,7 +147,10 @@ fn queries_limited(node: &TestNode) -> f64 {
 fn queries_over_concurrency_max_wait_and_time_out_with_503() {
     let name = "queries_over_concurrency_max_wait_and_time_out_with_503";
     let dir = TestDir::new();
-    let node = node_with_config(&dir, &format!("query:\n  concurrency_max: {CONCURRENCY_MAX}\n"));
+    let node = node_with_config(
+        &dir,
+        &format!("query:\n  concurrency_max: {CONCURRENCY_MAX}\n  samples_max: {CONCURRENCY_SAMPLES_MAX}\n"),
+    );
     let base = now_ms() - 3_600_000;
     let series_list: Vec<_> = (0..20)
         .map(|s| {
@@ -232,4 +237,10 @@ fn queries_over_concurrency_max_wait_and_time_out_with_503() {
 
 /// How long each heavy query holds its slot (its timeout): long enough for
 /// the probes above, which take milliseconds each, to run while it does.
-const HEAVY_QUERY_HOLDS: Duration = Duration::from_secs(8);
+const HEAVY_QUERY_HOLDS: Duration = Duration::from_secs(4);
+
+/// `query.samples_max` of the concurrency test: four times the default.
+/// The heavy query holds the default 50 million after about 8 s on a
+/// two-core machine, so only a machine about eight times as fast would
+/// reach this within its 4 s timeout; it ends by the timeout.
+const CONCURRENCY_SAMPLES_MAX: u64 = 200_000_000;
