@@ -568,7 +568,7 @@ mod tests {
         // Blank counts as unset: the file's value stays.
         assert_eq!(c.http_addr, "0.0.0.0:9090");
         c.validate().unwrap();
-        // Every variable the function reads is listed in ENV_VARS.
+        // Every variable listed in ENV_VARS is read by the function...
         for (name, _) in ENV_VARS {
             let mut d = Config::default();
             let seen = std::cell::Cell::new(false);
@@ -579,6 +579,18 @@ mod tests {
                 None
             });
             assert!(seen.get(), "{name} is not read");
+        }
+        // ...and every variable it reads is listed in ENV_VARS.
+        let asked = std::cell::RefCell::new(Vec::<String>::new());
+        let _ = Config::default().apply_env(|k| {
+            asked.borrow_mut().push(k.to_string());
+            None
+        });
+        for k in asked.borrow().iter() {
+            assert!(
+                ENV_VARS.iter().any(|(name, _)| name == k),
+                "{k} is read but not listed in ENV_VARS"
+            );
         }
         let e = Config::default()
             .apply_env(|k| (k == "PROMRAFT_NODE_ID").then(|| "two".to_string()))

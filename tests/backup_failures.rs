@@ -6,15 +6,21 @@
 //!   a modified byte (with and without a forged checksum) are each reported
 //!   as such by `verify` and `restore`, and restore leaves nothing behind;
 //! - restore into a non-empty data directory is refused unless forced;
-//! - a backup while the leader fails over: from a follower it completes,
-//!   from the leader that is killed mid-stream it fails clearly and leaves
-//!   no file.
+//! - a backup while the leader fails over: from a follower, its stream
+//!   held in the middle until a new leader is elected, it completes; from
+//!   the leader that is killed mid-stream (a relay on 127.0.0.1 holds the
+//!   stream at half, so the kill lands in the middle every time) it fails
+//!   clearly and leaves no file.
 
 mod backup_support;
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use backup_support::*;
@@ -316,77 +322,218 @@ fn disk_full_while_writing_a_backup_is_clear_and_leaves_no_file() {
     );
 }
 
+/// What a [`GatedProxy`] does with the node's answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Gate {
+    /// Relays at most this many bytes of each answer, then waits.
+    PauseAt(u64),
+    /// Relays everything.
+    Open,
+    /// Closes both connections now: what the node had not delivered yet is
+    /// lost, as when its machine dies (a killed process's kernel would
+    /// still deliver what it had buffered, so the kill alone cannot make
+    /// sure the stream is cut).
+    Cut,
+}
+
+/// A TCP relay on 127.0.0.1 between `promraft backup` and a node, which
+/// holds the node's answer at a byte count the test chooses: so the test
+/// knows the stream is in the middle when it kills a node, instead of
+/// racing the socket buffers.
+struct GatedProxy {
+    addr: String,
+    /// Bytes of the answer relayed to the client so far.
+    relayed: Arc<AtomicU64>,
+    gate: Arc<(Mutex<Gate>, Condvar)>,
+}
+
+impl GatedProxy {
+    fn start(upstream: &str, gate: Gate) -> GatedProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy on 127.0.0.1");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let relayed = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new((Mutex::new(gate), Condvar::new()));
+        let (upstream, r, g) = (upstream.to_string(), relayed.clone(), gate.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(node) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let (r, g) = (r.clone(), g.clone());
+                std::thread::spawn(move || relay(client, node, &r, &g));
+            }
+        });
+        GatedProxy { addr, relayed, gate }
+    }
+
+    fn set(&self, gate: Gate) {
+        *self.gate.0.lock().expect("gate lock") = gate;
+        self.gate.1.notify_all();
+    }
+
+    fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::SeqCst)
+    }
+}
+
+/// Relays the request as it comes and the answer as the gate allows.
+fn relay(client: TcpStream, node: TcpStream, relayed: &AtomicU64, gate: &(Mutex<Gate>, Condvar)) {
+    let (mut client_r, mut node_w) = (client.try_clone().expect("clone"), node.try_clone().expect("clone"));
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_r, &mut node_w);
+    });
+    let (mut node_r, mut client_w) = (node, client);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let allowed = {
+            let mut g = gate.0.lock().expect("gate lock");
+            loop {
+                match *g {
+                    Gate::Cut => {
+                        let _ = node_r.shutdown(Shutdown::Both);
+                        let _ = client_w.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    Gate::Open => break buf.len(),
+                    Gate::PauseAt(n) if sent < n => break buf.len().min((n - sent) as usize),
+                    Gate::PauseAt(_) => g = gate.1.wait(g).expect("gate wait"),
+                }
+            }
+        };
+        let n = match node_r.read(&mut buf[..allowed]) {
+            Ok(0) | Err(_) => {
+                let _ = client_w.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+        };
+        if client_w.write_all(&buf[..n]).is_err() {
+            return;
+        }
+        sent += n as u64;
+        relayed.fetch_add(n as u64, Ordering::SeqCst);
+    }
+}
+
+/// Starts `promraft backup --addr <addr> --out <out>` on a thread.
+fn backup_in_background(addr: &str, out: &Path) -> std::thread::JoinHandle<CommandOutput> {
+    let mut cmd = Command::new(PROMRAFT_BIN);
+    cmd.args(["backup", "--addr", addr, "--out", &s(out)])
+        .env("RUST_BACKTRACE", "0");
+    std::thread::spawn(move || run_command(&mut cmd, BACKUP_CLI_TIMEOUT))
+}
+
+/// Waits until `proxy` has relayed `n` bytes (and holds the rest).
+fn wait_relayed(proxy: &GatedProxy, n: u64, what: &str) {
+    wait_until(what, Duration::from_secs(60), || {
+        let got = proxy.relayed();
+        if got >= n {
+            Ok(())
+        } else {
+            Err(format!("{got} of {n} bytes relayed"))
+        }
+    });
+}
+
 #[test]
 fn backup_during_leader_failover_completes_or_fails_clearly() {
     let name = "backup_during_leader_failover_completes_or_fails_clearly";
     let mut c = Cluster::start(3, RaftTiming::default(), "");
     let ids = c.ids();
-    let leader = c.wait_leader(&ids, CLUSTER_READY_TIMEOUT).leader_id.expect("a leader");
+    let view = c.wait_leader(&ids, CLUSTER_READY_TIMEOUT);
+    let (leader, term_before) = (view.leader_id.expect("a leader"), view.term);
     let follower = *ids.iter().find(|&&id| id != leader).expect("a follower");
     write_grid(c.node(leader), "bk_fo", 300, now_ms() - 3_600_000, 200, 10_000);
     c.wait_converged(&ids, CONVERGE_TIMEOUT);
 
-    // From the leader, throttled so that the kill lands mid-stream.
+    // The size of a whole backup of this content (every replica holds the
+    // same at the same index): the streams below are held at half of it.
+    let whole = c.dir().join("whole.prbackup");
+    promraft_ok(
+        &["backup", "--addr", &c.node(follower).http_addr, "--out", &s(&whole)],
+        &[],
+    );
+    let size = std::fs::metadata(&whole).expect("the whole backup").len();
+    let half = size / 2;
+    assert!(
+        half > 16 * 1024,
+        "the backup ({size} bytes) is too small to be cut in the middle"
+    );
+
+    // From the leader: held at half, the leader is killed, the rest is lost.
     let from_leader = c.dir().join("from-leader.prbackup");
     let partial = PathBuf::from(format!("{}.partial", from_leader.display()));
-    let mut cmd = Command::new(PROMRAFT_BIN);
-    cmd.args([
-        "backup",
-        "--addr",
-        &c.node(leader).http_addr,
-        "--out",
-        &s(&from_leader),
-        "--max-rate",
-        "200000",
-    ])
-    .env("RUST_BACKTRACE", "0");
-    let runner = std::thread::spawn(move || run_command(&mut cmd, BACKUP_CLI_TIMEOUT));
-    // The partial file appears once the stream's header has arrived.
-    wait_until("the throttled backup to start writing", Duration::from_secs(60), || {
-        if partial.exists() {
-            Ok(())
-        } else {
-            Err(format!("{} does not exist yet", partial.display()))
-        }
-    });
-    c.node_mut(leader).kill9();
-    let out = runner.join().expect("backup thread");
-    eprintln!(
-        "{name}: backup from the killed leader {}",
-        if out.status.success() { "completed" } else { "failed" }
+    let to_leader = GatedProxy::start(&c.node(leader).http_addr, Gate::PauseAt(half));
+    let leader_backup = backup_in_background(&to_leader.addr, &from_leader);
+    wait_relayed(&to_leader, half, "half of the leader's backup stream");
+    wait_until(
+        "the backup from the leader to start writing",
+        Duration::from_secs(60),
+        || {
+            if partial.exists() {
+                Ok(())
+            } else {
+                Err(format!("{} does not exist yet", partial.display()))
+            }
+        },
     );
-    if out.status.success() {
-        // The whole stream was already in socket buffers when the leader
-        // died: then it must be a whole, valid backup.
-        promraft_ok(&["backup", "verify", &s(&from_leader)], &[]);
-    } else {
-        assert!(
-            out.stderr.contains("failed") && !from_leader.exists(),
-            "a backup cut by the leader's death must fail clearly and leave no file; stderr: {}\nrepro: {}",
-            out.stderr,
-            repro(FILE, name)
-        );
-        assert!(
-            !PathBuf::from(format!("{}.partial", from_leader.display())).exists(),
-            "partial file left"
-        );
-    }
 
-    // From a follower while the cluster elects a new leader: completes.
+    // From a follower, held at half across the whole failover.
     let from_follower = c.dir().join("from-follower.prbackup");
-    let out = promraft_ok(
-        &[
-            "backup",
-            "--addr",
-            &c.node(follower).http_addr,
-            "--out",
-            &s(&from_follower),
-        ],
-        &[],
+    let to_follower = GatedProxy::start(&c.node(follower).http_addr, Gate::PauseAt(half));
+    let follower_backup = backup_in_background(&to_follower.addr, &from_follower);
+    wait_relayed(&to_follower, half, "half of the follower's backup stream");
+
+    c.node_mut(leader).kill9();
+    to_leader.set(Gate::Cut);
+    let out = leader_backup.join().expect("backup thread");
+    assert!(
+        !out.status.success() && out.stderr.contains("failed"),
+        "a backup cut after {} of {size} bytes by the leader's death must fail clearly; status {}, stdout: {}, \
+         stderr: {}\nrepro: {}",
+        to_leader.relayed(),
+        out.status,
+        out.stdout,
+        out.stderr,
+        repro(FILE, name)
+    );
+    assert!(
+        !from_leader.exists() && !partial.exists(),
+        "a failed backup must leave no file (found {} or {})\nrepro: {}",
+        from_leader.display(),
+        partial.display(),
+        repro(FILE, name)
+    );
+    eprintln!(
+        "{name}: the backup cut by the leader's death failed: {}",
+        out.stderr.trim()
+    );
+
+    // The survivors elect a new leader while the follower's stream waits.
+    let survivors: Vec<u64> = ids.iter().copied().filter(|&id| id != leader).collect();
+    let new_view = c.wait_leader(&survivors, Duration::from_secs(30));
+    assert!(
+        new_view.term > term_before && new_view.leader_id != Some(leader),
+        "a new leader in a later term: {new_view:?}"
+    );
+    assert!(
+        !follower_backup.is_finished(),
+        "the follower's backup must still be in progress when the new leader is elected"
+    );
+    to_follower.set(Gate::Open);
+    let out = follower_backup.join().expect("backup thread");
+    assert!(
+        out.status.success(),
+        "the backup from follower {follower}, streaming across the failover, must complete: {} {}\nrepro: {}",
+        out.stdout,
+        out.stderr,
+        repro(FILE, name)
     );
     let v = promraft_ok(&["backup", "verify", &s(&from_follower)], &[]);
     assert!(
         v.contains("series 300"),
-        "backup from the follower during failover: {out}\n{v}"
+        "backup from the follower during failover: {}\n{v}",
+        out.stdout
     );
 }

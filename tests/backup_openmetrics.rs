@@ -162,6 +162,12 @@ fn export_is_accepted_by_promtool_with_the_same_samples() {
         Command::new(&promtool).args(["tsdb", "dump"]).arg(&blocks2),
         BACKUP_CLI_TIMEOUT,
     );
+    assert!(
+        dumped.status.success(),
+        "promtool tsdb dump of the full export's blocks failed ({}): {}",
+        dumped.status,
+        dumped.stderr
+    );
     let got = parse_dump(&dumped.stdout);
     let want = node.raw_samples("{__name__=~\"om_.*\"}", base, base + 3_600_000);
     let bits = |m: &BTreeMap<LabelSet, Vec<(i64, f64)>>| -> BTreeMap<LabelSet, Vec<(i64, u64)>> {
@@ -250,6 +256,26 @@ fn import_text_files_through_the_log() {
         out.contains("out of order"),
         "an out-of-order sample must be rejected like remote write: {out}"
     );
+    // ...and left out of storage: the content is what it was, and the
+    // series holds exactly its 50 samples on every replica.
+    let after = c.wait_converged(&ids, CONVERGE_TIMEOUT);
+    assert_eq!(
+        (&after.digest, after.series, after.samples),
+        (&d.digest, 3, 120),
+        "the refused out-of-order import changed the content: before {d:?}, after {after:?}"
+    );
+    for &id in &ids {
+        let got = c
+            .node(id)
+            .raw_samples("imp_requests_total{code=\"500\"}", t0 - 60_000, t0 + 600_000);
+        let want: Vec<(i64, f64)> = (0..50).map(|k| (t0 + k * 10_000, k as f64)).collect();
+        assert_eq!(
+            got.values().collect::<Vec<_>>(),
+            vec![&want],
+            "node {id}: the out-of-order sample at {} must not be stored: {got:?}",
+            t0 - 1
+        );
+    }
 }
 
 #[test]
@@ -299,12 +325,19 @@ fn admin_snapshot_and_delete_series_on_every_replica() {
     );
     let d = c.wait_converged(&ids, CONVERGE_TIMEOUT);
     assert_eq!(d.series, 32, "8 of 40 series deleted on every replica: {d:?}");
+    // Exactly the grid written, less the deleted series: keep_me whole,
+    // delete_me without g=1 and g=2, every sample with its value.
+    let keep_want = grid_samples("keep_me", 20, base, 150, 10_000, |_| true);
+    let delete_want = grid_samples("delete_me", 20, base, 150, 10_000, |i| !matches!(i % 5, 1 | 2));
+    assert_eq!(delete_want.len(), 12);
     for &id in &ids {
+        let keep = c.node(id).raw_samples("keep_me", base, base + 2_000_000);
+        assert_eq!(keep, keep_want, "node {id}: keep_me differs from what was written");
         let left = c.node(id).raw_samples("delete_me", base, base + 2_000_000);
-        assert_eq!(left.len(), 12, "node {id} still holds {} delete_me series", left.len());
-        assert!(left
-            .keys()
-            .all(|l| !matches!(l.get("g").map(String::as_str), Some("1" | "2"))));
+        assert_eq!(
+            left, delete_want,
+            "node {id}: delete_me should hold exactly the series with g other than 1 and 2"
+        );
     }
     // The delete survives a checkpoint and a restart.
     c.node_mut(follower).stop(STOP_TIMEOUT).expect("stop");

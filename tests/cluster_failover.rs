@@ -4,11 +4,13 @@
 //! Writers send continuously to every node (followers forward to the
 //! leader), each to its own series at increasing timestamps, and record
 //! which requests were answered 204. The leader is killed with SIGKILL; a
-//! new leader must accept writes within two election timeouts (plus a small
-//! slack); the old leader is restarted; once every replica reached the same
-//! applied index, every acknowledged sample must be on every replica with
-//! its exact value, no timestamp may be stored twice, and the replicas must
-//! have the same digest.
+//! surviving node must acknowledge writes again within a bound derived
+//! from the election timeout (generous: this asserts that failover
+//! happens, the failover window itself is a figure that the test prints and
+//! `tests/cluster_bench.rs` measures); the old leader is restarted; once
+//! every replica reached the same applied index, every acknowledged sample
+//! must be on every replica with its exact value, no timestamp may be
+//! stored twice, and the replicas must have the same digest.
 
 mod common;
 
@@ -20,16 +22,25 @@ use common::*;
 const FILE: &str = "cluster_failover";
 const METRIC: &str = "promraft_failover_test";
 
-/// Added to two election timeouts in the failover bound. openraft's
-/// followers wait out the leader lease (election_timeout_max) plus their own
-/// randomized election timeout after the last heartbeat, so one election
-/// round already takes 0.9 to 1.2 s with the defaults; the slack covers the
-/// client learning the new leader, one forward and one commit on a two-core
-/// machine that also runs the writers, and (mostly) a second election round,
-/// which about 30% of kills under write load need (the term goes up by 2).
-/// Measured: 0.93 to 1.2 s with one round,
-/// 1.46 to 1.72 s with two, over 23 kills (tests/cluster_bench.rs).
-const FAILOVER_SLACK: Duration = Duration::from_millis(1000);
+/// Election rounds the failover bound allows. openraft's followers wait
+/// out the leader lease (election_timeout_max) plus their own randomized
+/// election timeout after the last heartbeat, so one round takes at most
+/// two election_timeout_max; about 30% of kills under write load need a
+/// second round (the term goes up by 2), and more than two was never seen
+/// (23 kills in tests/cluster_bench.rs: 0.93 to 1.2 s with one round, 1.46
+/// to 1.72 s with two). Five rounds leave room for split votes on a loaded
+/// machine: the bound catches a failover that does not happen, not a slow one.
+const FAILOVER_ROUNDS_MAX: u32 = 5;
+
+/// Added to the rounds: the client learning the new leader, one forward and
+/// one commit on a two-core machine that also runs the writers.
+const FAILOVER_SLACK: Duration = Duration::from_millis(2000);
+
+/// The failover bound derived from the configuration: a surviving node
+/// acknowledges a write within this of the leader's SIGKILL.
+fn failover_bound(raft: RaftTiming) -> Duration {
+    raft.election_max() * 2 * FAILOVER_ROUNDS_MAX + FAILOVER_SLACK
+}
 
 /// Acknowledged writes to wait for in each phase.
 const ACKS_PER_PHASE: usize = 400;
@@ -53,22 +64,25 @@ fn leader_kill_under_load_loses_nothing_and_replicas_agree() {
 
     let killed_at = Instant::now();
     c.node_mut(leader).kill9();
-    let first = poll_until(Duration::from_secs(30), || {
+    let bound = failover_bound(raft);
+    // Polled past the bound, so that a late failover is reported with its
+    // window rather than as none at all.
+    let first = poll_until(bound * 2, || {
         load.first_ack_sent_after(killed_at, Some(leader))
             .ok_or_else(|| "no write acknowledged by a surviving node yet".to_string())
     })
     .unwrap_or_else(|e| {
         panic!(
-            "after SIGKILL of leader {leader}, no surviving node acknowledged a write within 30 s ({e});\n{}\nrepro: {}",
+            "after SIGKILL of leader {leader}, no surviving node acknowledged a write within {} ms ({e});\n{}\nrepro: {}",
+            (bound * 2).as_millis(),
             c.describe(),
             repro(FILE, name)
         )
     });
     let window = first.done - killed_at;
-    let bound = raft.election_max() * 2 + FAILOVER_SLACK;
     println!(
         "failover: leader {leader} killed; first 204 from node {} {} ms after the kill (request sent {} ms after); \
-         bound {} ms (2 x election_timeout_max {} ms + {} ms slack)",
+         bound {} ms ({FAILOVER_ROUNDS_MAX} rounds of 2 x election_timeout_max {} ms + {} ms slack)",
         first.target,
         window.as_millis(),
         (first.sent - killed_at).as_millis(),
@@ -147,8 +161,8 @@ fn leader_kill_under_load_loses_nothing_and_replicas_agree() {
     }
     assert!(
         window < bound,
-        "a new leader should accept writes within 2 election timeouts + slack ({} ms) of the leader's SIGKILL; \
-         the first 204 from a surviving node came after {} ms\nrepro: {}",
+        "a surviving node should acknowledge writes within {FAILOVER_ROUNDS_MAX} election rounds + slack ({} ms) of \
+         the leader's SIGKILL; the first 204 from a surviving node came after {} ms\nrepro: {}",
         bound.as_millis(),
         window.as_millis(),
         repro(FILE, name)

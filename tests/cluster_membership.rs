@@ -18,6 +18,10 @@ use common::*;
 
 const FILE: &str = "cluster_membership";
 
+/// How long node 4, started but not yet added, is watched to stay
+/// uninitialized.
+const WAITING_WATCHED: Duration = Duration::from_secs(1);
+
 /// How long followers may take to learn a membership change (they apply
 /// the membership entry from the log).
 const MEMBERSHIP_VISIBLE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -81,19 +85,35 @@ fn grow_to_four_then_remove_and_transfer_leadership() {
     let n4 = plan_node(4);
     let ic4 = format!("{},4={}", c.initial_cluster, n4.raft_addr);
     c.spawn_node(&n4, &ic4);
-    let waiting_since = Instant::now();
-    while waiting_since.elapsed() < Duration::from_secs(1) {
-        if let Ok(v) = cluster_status(&n4.http_addr) {
-            assert!(
-                v.leader_id.is_none() && v.term == 0,
-                "node 4, not yet added, should wait uninitialized; it shows leader {:?} in term {}\nrepro: {}",
-                v.leader_id,
-                v.term,
-                repro(FILE, name)
-            );
-        }
+    // It answers (within the readiness deadline), and for a further
+    // WAITING_WATCHED it keeps showing no leader and term 0.
+    let first_answer = poll_until(READY_TIMEOUT, || cluster_status(&n4.http_addr)).unwrap_or_else(|e| {
+        panic!(
+            "node 4 never answered /api/v1/status/cluster: {e}\nrepro: {}",
+            repro(FILE, name)
+        )
+    });
+    let mut answers = vec![first_answer];
+    let watching_since = Instant::now();
+    while watching_since.elapsed() < WAITING_WATCHED {
         std::thread::sleep(Duration::from_millis(100));
+        answers.push(cluster_status(&n4.http_addr).unwrap_or_else(|e| {
+            panic!(
+                "node 4 stopped answering while it waits: {e}\nrepro: {}",
+                repro(FILE, name)
+            )
+        }));
     }
+    for v in &answers {
+        assert!(
+            v.leader_id.is_none() && v.term == 0,
+            "node 4, not yet added, should wait uninitialized; it shows leader {:?} in term {}\nrepro: {}",
+            v.leader_id,
+            v.term,
+            repro(FILE, name)
+        );
+    }
+    println!("node 4 waited uninitialized over {} status answers", answers.len());
 
     // add-learner through a follower (it relays to the leader).
     let follower_addr = c.node(follower).http_addr.clone();
@@ -132,6 +152,25 @@ fn grow_to_four_then_remove_and_transfer_leadership() {
         &n4.http_addr,
     ]);
     println!("add-learner again: {}", again.trim());
+    assert_eq!(
+        again.trim(),
+        "node 4 is already a member with these addresses",
+        "adding node 4 again with the same addresses should be a no-op\nrepro: {}",
+        repro(FILE, name)
+    );
+    let after = cluster_status(&leader_addr).expect("status from the leader");
+    let shape = |v: &ClusterView| -> Vec<(u64, bool, String, String)> {
+        v.members
+            .iter()
+            .map(|m| (m.id, m.voter, m.raft_addr.clone(), m.http_addr.clone()))
+            .collect()
+    };
+    assert_eq!(
+        shape(&after),
+        shape(&v),
+        "the membership changed on a second add-learner with the same addresses\nrepro: {}",
+        repro(FILE, name)
+    );
 
     let out = c.cli_ok(&["promote", "--addr", &n4.http_addr, "--node-id", "4"]);
     println!("promote: {}", out.trim());

@@ -233,9 +233,30 @@ fn minority_leader_rejects_writes_and_linearizable_reads() {
     );
 }
 
+/// How long before the cut a node's staleness clock may start, in the lower
+/// bound on when its local reads fail: a leader's clock starts when it sent
+/// the last heartbeat a quorum acknowledged, up to one heartbeat interval
+/// before the followers died (a follower's when it gives up on a leader,
+/// which is later); plus `STALENESS_CLOCK_SLACK`.
+fn staleness_clock_lead(raft: RaftTiming) -> Duration {
+    Duration::from_millis(raft.heartbeat_ms) + STALENESS_CLOCK_SLACK
+}
+
+/// Slack in that lead: a heartbeat sent or answered late on a loaded
+/// two-core machine.
+const STALENESS_CLOCK_SLACK: Duration = Duration::from_millis(400);
+
+/// The age a 503 local read reports (`... for N ms (max_staleness M ms)`),
+/// which the node compared with `query.max_staleness` to refuse it.
+fn reported_age(reason: &str) -> Option<Duration> {
+    let (before, _) = reason.split_once(" ms (max_staleness")?;
+    let n = before.rsplit(' ').next()?;
+    n.parse().ok().map(Duration::from_millis)
+}
+
 /// Polls local reads on `node` until one fails with 503; returns how long
-/// after `since` that happened. Panics if a read fails otherwise or none
-/// fails within `timeout`.
+/// after `since` that happened and the reason given. Panics if a read fails
+/// otherwise or none fails within `timeout`.
 fn wait_local_read_503(
     c: &Cluster,
     node: u64,
@@ -244,7 +265,7 @@ fn wait_local_read_503(
     since: Instant,
     timeout: Duration,
     test: &str,
-) -> Duration {
+) -> (Duration, String) {
     let addr = c.node(node).http_addr.clone();
     let time = secs(t + 10);
     let target = with_query(
@@ -257,7 +278,7 @@ fn wait_local_read_503(
         let r =
             http_request(&addr, "GET", &target, &[], b"").unwrap_or_else(|e| panic!("local read on node {node}: {e}"));
         match r.status {
-            503 => return since.elapsed(),
+            503 => return (since.elapsed(), r.text()),
             200 => served += 1,
             other => panic!(
                 "local read on node {node}: expected 200 or 503, got {other}: {}",
@@ -282,22 +303,48 @@ fn minority_leader_local_reads_fail_after_max_staleness() {
     let metric = "promraft_minority_local_probe";
     let (mut c, leader, t) = cluster_with_data(metric);
     let followers: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    let cut = Instant::now();
     for &f in &followers {
         c.node_mut(f).kill9();
     }
-    let cut = Instant::now();
     let raft = c.raft;
     let bound = MAX_STALENESS + raft.election_max() * 2 + Duration::from_secs(3);
-    let after = wait_local_read_503(&c, leader, metric, t, cut, bound, name);
+    let (after, reason) = wait_local_read_503(&c, leader, metric, t, cut, bound, name);
     println!(
-        "cut-off leader {leader}: local reads fail with 503 {} ms after the cut (max_staleness {} ms)",
+        "cut-off leader {leader}: local reads fail with 503 {} ms after the cut (max_staleness {} ms): {reason}",
         after.as_millis(),
         MAX_STALENESS.as_millis()
     );
+    check_refused_after_max_staleness(after, &reason, raft, name);
+}
+
+/// A local read refused at `after` (since the cut) with `reason`: the node
+/// reports an age past `query.max_staleness`, and the refusal did not come
+/// before max_staleness minus the clock's lead had passed since the cut.
+fn check_refused_after_max_staleness(after: Duration, reason: &str, raft: RaftTiming, test: &str) {
+    let age = reported_age(reason).unwrap_or_else(|| {
+        panic!(
+            "the 503 should give the age it compared with max_staleness: {reason}\nrepro: {}",
+            repro(FILE, test)
+        )
+    });
     assert!(
-        after >= MAX_STALENESS,
-        "local reads failed after {} ms, before max_staleness",
-        after.as_millis()
+        age > MAX_STALENESS,
+        "the node refused a local read at age {} ms, within max_staleness ({} ms): {reason}\nrepro: {}",
+        age.as_millis(),
+        MAX_STALENESS.as_millis(),
+        repro(FILE, test)
+    );
+    let lead = staleness_clock_lead(raft);
+    assert!(
+        after + lead >= MAX_STALENESS,
+        "local reads failed {} ms after the cut, before max_staleness ({} ms) less the staleness clock's lead \
+         ({} ms: one heartbeat + {} ms slack) had passed: {reason}\nrepro: {}",
+        after.as_millis(),
+        MAX_STALENESS.as_millis(),
+        lead.as_millis(),
+        STALENESS_CLOCK_SLACK.as_millis(),
+        repro(FILE, test)
     );
 }
 
@@ -318,23 +365,18 @@ fn isolated_follower_local_reads_fail_after_max_staleness() {
     )
     .unwrap_or_else(|e| panic!("local read on follower {follower} with a healthy cluster: {e}"));
     assert_eq!(v.len(), 1, "local read on follower {follower}: {v:?}");
+    let cut = Instant::now();
     for &id in ids.iter().filter(|&&id| id != follower) {
         c.node_mut(id).kill9();
     }
-    let cut = Instant::now();
     let bound = MAX_STALENESS + c.raft.election_max() * 2 + Duration::from_secs(3);
-    let after = wait_local_read_503(&c, follower, metric, t, cut, bound, name);
+    let (after, reason) = wait_local_read_503(&c, follower, metric, t, cut, bound, name);
     println!(
-        "isolated follower {follower}: local reads fail with 503 {} ms after the cut (max_staleness {} ms)",
+        "isolated follower {follower}: local reads fail with 503 {} ms after the cut (max_staleness {} ms): {reason}",
         after.as_millis(),
         MAX_STALENESS.as_millis()
     );
-    assert!(
-        after >= MAX_STALENESS,
-        "local reads failed after {} ms, before max_staleness ({} ms) had passed",
-        after.as_millis(),
-        MAX_STALENESS.as_millis()
-    );
+    check_refused_after_max_staleness(after, &reason, c.raft, name);
     // Writes and linearizable reads are refused as well, and quickly: no
     // leader is known.
     let a = timed("write".into(), || {

@@ -23,7 +23,10 @@
 //! sample exactly once with its exact value; the refused write is nowhere.
 //! When deploy/docker/build-prometheus.sh can build a Prometheus image
 //! (Debian's `prometheus` installed), the compose file's optional
-//! Prometheus runs too and its remote-written samples must reach promraft.
+//! Prometheus runs too and exactly the `up` series of its four scrape
+//! targets must reach promraft through remote write; under
+//! `PROMRAFT_REQUIRE_DOCKER=1` or `PROMRAFT_REQUIRE_PEERS=1` that part is
+//! required, and a missing `prometheus` or a failed build fails the test.
 //!
 //! Traffic goes only to ports published on 127.0.0.1 and, for the isolated
 //! node, through `docker exec` inside its container. The compose project
@@ -39,7 +42,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,6 +74,10 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn require_docker() -> bool {
     std::env::var("PROMRAFT_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
+}
+
+fn require_peers() -> bool {
+    std::env::var("PROMRAFT_REQUIRE_PEERS").is_ok_and(|v| v == "1")
 }
 
 /// Skips (or, under `PROMRAFT_REQUIRE_DOCKER=1`, fails) with `why`.
@@ -471,12 +478,24 @@ fn compose_cluster_survives_kill_partition_and_restarts() {
     assert_eq!(user.trim(), "10001:10001", "the image runs as the non-root user");
     let health = docker_ok(&["image", "inspect", "-f", "{{json .Config.Healthcheck.Test}}", &image]);
     assert!(health.contains("healthcheck"), "the image has a health check: {health}");
+    // The compose file's optional Prometheus: required whenever the peers
+    // or Docker are (`.ci/run` sets both), so a failed build fails the
+    // test instead of dropping the sub-check.
+    let prometheus_required = require_docker() || require_peers();
     if which("prometheus").is_some() {
         d.images.push(prom_image.clone());
         match build("build-prometheus.sh", &prom_image, &[]) {
             Ok(()) => d.with_prometheus = true,
+            Err(e) if prometheus_required => {
+                panic!("PROMRAFT_REQUIRE_DOCKER=1 or PROMRAFT_REQUIRE_PEERS=1, but the Prometheus image did not build: {e}")
+            }
             Err(e) => eprintln!("no Prometheus in this run (the compose file's optional service): {e}"),
         }
+    } else if prometheus_required {
+        panic!(
+            "PROMRAFT_REQUIRE_DOCKER=1 or PROMRAFT_REQUIRE_PEERS=1, but Debian's `prometheus` is not installed \
+             (apt-get install prometheus), so the compose file's Prometheus cannot be built"
+        );
     } else {
         eprintln!("no Prometheus in this run: Debian's `prometheus` is not installed");
     }
@@ -736,12 +755,29 @@ fn compose_cluster_survives_kill_partition_and_restarts() {
     if d.with_prometheus {
         // Prometheus remote-wrote its scrapes of the nodes into the cluster
         // (through a node that was killed, cut off or restarted meanwhile).
-        let q = "count(up{job=\"promraft\"})";
-        wait_until("Prometheus's samples in promraft", PHASE_TIMEOUT, || {
-            let (v, _) = query_vector(&d.http(via), q, now_ms(), &[], &[])?;
-            match v.values().next() {
-                Some((_, c)) if *c >= 3.0 => Ok(()),
-                other => Err(format!("{other:?}")),
+        // Exactly the series of deploy/compose/prometheus.yml's targets:
+        // the three nodes (the replaced one under its old name) and itself.
+        let want: BTreeSet<LabelSet> = (1..=3)
+            .map(|id| {
+                label_set_of(&[
+                    ("__name__", "up"),
+                    ("instance", &format!("promraft-{id}:9090")),
+                    ("job", "promraft"),
+                ])
+            })
+            .chain([label_set_of(&[
+                ("__name__", "up"),
+                ("instance", "localhost:9090"),
+                ("job", "prometheus"),
+            ])])
+            .collect();
+        wait_until("Prometheus's `up` series in promraft", PHASE_TIMEOUT, || {
+            let (v, _) = query_vector(&d.http(via), "up", now_ms(), &[], &[])?;
+            let got: BTreeSet<LabelSet> = v.keys().cloned().collect();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("expected exactly the `up` series {want:?}, got {got:?}"))
             }
         });
         // It keeps writing; stop it so the replicas can settle.

@@ -218,9 +218,9 @@ fn one_plus_one_is_a_scalar() {
 /// (`promql.Scalar.MarshalJSON`: `float64(T)/1000`, shortest form), but a
 /// vector's or matrix's point times with three fraction digits
 /// (`jsonutil.MarshalTimestamp`). The expected bytes below are what
-/// Prometheus 2.42 (/usr/bin/prometheus) answers. promraft writes the
-/// scalar like a point (`1700000000.500`): equal as a number, different
-/// bytes, while `src/promql/json.rs` promises byte-for-byte output.
+/// Prometheus 2.42 (Debian's `prometheus`) answers; `src/promql/json.rs`
+/// promises the same bytes, so a scalar written like a point
+/// (`1700000000.500`, equal as a number) fails here.
 #[test]
 fn scalar_times_are_written_like_prometheus() {
     let f = Fixture::start();

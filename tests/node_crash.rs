@@ -192,15 +192,18 @@ fn acknowledged_writes_survive_sigkill() {
     let acked = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let unexpected = Arc::new(Mutex::new(Vec::<String>::new()));
+    // When each request that got no answer (its connection failed) was sent.
+    let unanswered_sent_at = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let base2 = base + 1_200_000;
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (addr, oracle, acked, stop, unexpected) = (
+            let (addr, oracle, acked, stop, unexpected, unanswered_sent_at) = (
                 node.http_addr.clone(),
                 oracle.clone(),
                 acked.clone(),
                 stop.clone(),
                 unexpected.clone(),
+                unanswered_sent_at.clone(),
             );
             std::thread::spawn(move || {
                 for b in 0..WRITER_REQUESTS_MAX {
@@ -208,6 +211,7 @@ fn acknowledged_writes_survive_sigkill() {
                         return;
                     }
                     let (req, samples) = batch("crash_inflight", w + 1, WRITER_SERIES, b, base2 + b as i64 * 1000);
+                    let sent_at = Instant::now();
                     match http_request(
                         &addr,
                         "POST",
@@ -233,6 +237,7 @@ fn acknowledged_writes_survive_sigkill() {
                         Err(_) => {
                             // Connection refused or reset: the node is gone.
                             oracle.lock().expect("oracle lock").record(&samples, false);
+                            unanswered_sent_at.lock().expect("lock").push(sent_at);
                             return;
                         }
                     }
@@ -248,11 +253,27 @@ fn acknowledged_writes_survive_sigkill() {
             Err(format!("{n} of {INFLIGHT_ACKED_BEFORE_KILL} requests acknowledged"))
         }
     });
+    let kill_at = Instant::now();
     node.kill9();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().expect("writer thread panicked");
     }
+    // The phase is about requests in flight at the kill: sent before it and
+    // never answered. The writers send back to back, so each is almost
+    // always inside a request; if none was, the phase proved nothing.
+    let in_flight = unanswered_sent_at
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|&&t| t < kill_at)
+        .count();
+    assert!(
+        in_flight >= 1,
+        "no request was in flight at the SIGKILL (none sent before it went unanswered), so the in-flight phase \
+         checked nothing; reproduce: {}",
+        repro(FILE, TEST)
+    );
     let unexpected = unexpected.lock().expect("lock").clone();
     assert!(
         unexpected.is_empty(),
@@ -264,7 +285,7 @@ fn acknowledged_writes_survive_sigkill() {
         .into_inner()
         .expect("oracle lock");
     eprintln!(
-        "phase 2: {} requests acknowledged, {} with unknown outcome at the SIGKILL",
+        "phase 2: {} requests acknowledged, {} with unknown outcome at the SIGKILL ({in_flight} sent before it)",
         acked.load(Ordering::SeqCst),
         oracle.unknown_requests
     );
@@ -337,12 +358,11 @@ fn digest_is_unchanged_by_a_graceful_restart() {
 }
 
 /// The stricter half of the check above: with no client writes, a graceful
-/// restart should leave the applied index where it was. It does not: the
-/// retention duty in `src/node.rs` uses `tokio::time::interval`, whose first
-/// tick is immediate, so a node that is leader at start-up (always the case
-/// when a one-member cluster restarts) proposes a `Retention` entry at once.
-/// The test waits up to two seconds for the index to move, so it fails
-/// reliably rather than only when the digest request loses the race.
+/// restart leaves the applied index where it was. (It once moved: the
+/// retention duty's first tick was immediate, so a node leading at
+/// start-up proposed a `Retention` entry at once.) The test waits two
+/// seconds for the index to move, so such an entry cannot slip by because
+/// the digest request came first.
 #[test]
 fn applied_index_is_unchanged_by_a_graceful_restart() {
     const TEST: &str = "applied_index_is_unchanged_by_a_graceful_restart";

@@ -33,6 +33,16 @@ fn known_failures_path() -> std::path::PathBuf {
     }
 }
 
+/// The test files expected in the data directory (11 in the copy this
+/// suite was written against): fewer means the directory moved or shrank,
+/// and the test would pass on what is left.
+const FILES_MIN: usize = 11;
+
+/// In-scope cases (passed or failed, not skipped) that must run: 823 pass
+/// today; the floor leaves room for a few cases the harness may come to
+/// skip, and fails a run on an empty or partial data directory.
+const CASES_RUN_MIN: usize = 800;
+
 /// Relative error allowed between expected and actual values (promqltest's).
 const EPSILON: f64 = 1e-6;
 
@@ -132,7 +142,14 @@ fn promql_conformance() {
     let mut failed_ids: BTreeSet<String> = BTreeSet::new();
     let mut seen_ids: BTreeSet<String> = BTreeSet::new();
     let verbose = std::env::var("PROMQL_CONFORMANCE_VERBOSE").is_ok();
-    for path in main_dir_files() {
+    let files = main_dir_files();
+    assert!(
+        files.len() >= FILES_MIN,
+        "expected at least {FILES_MIN} .test files in {TESTDATA}, found {}: {files:?}",
+        files.len()
+    );
+    let mut files_without_cases = Vec::new();
+    for path in files {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -163,6 +180,9 @@ fn promql_conformance() {
             }
         }
         println!("{name}: {p} passed, {f} failed, {s} skipped");
+        if p + f == 0 {
+            files_without_cases.push(name.clone());
+        }
         totals.0 += p;
         totals.1 += f;
         totals.2 += s;
@@ -175,6 +195,16 @@ fn promql_conformance() {
     };
     println!("promql conformance: {p} passed, {f} failed, {s} skipped");
     println!("promql conformance: {pct:.2}% of in-scope cases pass");
+    assert!(
+        files_without_cases.is_empty(),
+        "no in-scope case ran in {files_without_cases:?} (empty, or the harness skips everything in them)"
+    );
+    assert!(
+        p + f >= CASES_RUN_MIN,
+        "only {} in-scope cases ran ({p} passed, {f} failed, {s} skipped); at least {CASES_RUN_MIN} must, \
+         from {TESTDATA}",
+        p + f
+    );
     let mut problems = String::new();
     for u in &unexpected {
         let _ = writeln!(

@@ -7,6 +7,13 @@
 //! process leak a little state from one to the next (see
 //! docs/simulation.md), so only a fresh process makes a seed's history
 //! depend on the seed alone. `--in-process` runs them here instead.
+//!
+//! For programs that read the outcome (`sim/tests/`): every invariant a
+//! failing seed breached is printed on a line of its own,
+//! `VIOLATED seed=<seed> invariant=<name>`, and the exit status tells the
+//! outcomes apart: [`EXIT_PASSED`], [`EXIT_USAGE`], [`EXIT_VIOLATED`],
+//! [`EXIT_CRASHED`] (a seed's child process died without a verdict; a
+//! panic of this process itself exits with Rust's 101).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,11 +21,26 @@ use std::time::Instant;
 use promraft_sim::run::replay_command;
 use promraft_sim::{run_seed, RunOptions, RunReport};
 
+/// Exit status: every seed kept every invariant.
+const EXIT_PASSED: i32 = 0;
+/// Exit status: the command line was wrong (an unknown flag or bug name).
+const EXIT_USAGE: i32 = 2;
+/// Exit status: some seed breached an invariant (see the `VIOLATED` lines),
+/// and every seed came to a verdict.
+const EXIT_VIOLATED: i32 = 3;
+/// Exit status: a seed's child process died without a verdict.
+const EXIT_CRASHED: i32 = 4;
+
 fn usage() -> ! {
     eprintln!(
         "usage: promraft-sim [--seeds N] [--from S] [--bug NAME] [--stop-at-first-failure] [--in-process] [--verbose]"
     );
-    std::process::exit(2)
+    std::process::exit(EXIT_USAGE)
+}
+
+/// The machine-readable line of one breached invariant.
+fn violated_line(seed: u64, invariant: &str) -> String {
+    format!("VIOLATED seed={seed} invariant={invariant}")
 }
 
 /// Totals of one seed, as a child process reports them to the sweep.
@@ -30,21 +52,32 @@ struct SeedResult {
     reads: u64,
     shared_terms: u64,
     faults: Vec<(String, u64)>,
+    /// The invariants breached, in the order first seen.
+    violated: Vec<String>,
+    /// False when the child died without printing its result.
+    verdict: bool,
     output: String,
 }
 
-/// The line a child prints last: `RESULT seed passed hash acked reads shared_terms kind=n,...`.
+/// The line a child prints last:
+/// `RESULT seed passed hash acked reads shared_terms kind=n,... invariant,...|-`.
 fn result_line(r: &RunReport) -> String {
     let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let violated = r.violated();
     format!(
-        "RESULT {} {} {:016x} {} {} {} {}",
+        "RESULT {} {} {:016x} {} {} {} {} {}",
         r.seed,
         u8::from(r.passed()),
         r.trace_hash,
         r.ops.writes_acked,
         r.ops.reads_linearizable + r.ops.reads_local,
         r.shared_terms,
-        faults.join(",")
+        faults.join(","),
+        if violated.is_empty() {
+            "-".to_string()
+        } else {
+            violated.join(",")
+        }
     )
 }
 
@@ -66,6 +99,11 @@ fn parse_result(output: String) -> Option<SeedResult> {
         reads: f.get(5)?.parse().ok()?,
         shared_terms: f.get(6)?.parse().ok()?,
         faults,
+        violated: match *f.get(8)? {
+            "-" => Vec::new(),
+            list => list.split(',').map(str::to_string).collect(),
+        },
+        verdict: true,
         output,
     })
 }
@@ -117,6 +155,8 @@ fn run_child(seed: u64, bugs: &[String]) -> SeedResult {
         reads: 0,
         shared_terms: 0,
         faults: Vec::new(),
+        violated: Vec::new(),
+        verdict: false,
         output: format!(
             "seed {seed}: the child process died ({}): {text}{}\n",
             out.status,
@@ -165,8 +205,11 @@ fn main() {
         if !r.passed() {
             print!("{}", failure_text(&r));
         }
+        for v in r.violated() {
+            println!("{}", violated_line(seed, v));
+        }
         println!("{}", result_line(&r));
-        std::process::exit(i32::from(!r.passed()));
+        std::process::exit(if r.passed() { EXIT_PASSED } else { EXIT_VIOLATED });
     }
     if !cfg!(tokio_unstable) {
         eprintln!("note: built without --cfg tokio_unstable: tokio's scheduling is not seeded, so a seed may not replay exactly");
@@ -188,7 +231,11 @@ fn main() {
         acked += r.acked;
         reads += r.reads;
         shared_terms += r.shared_terms;
-        for l in r.output.lines().filter(|l| !l.starts_with("RESULT ")) {
+        for l in r
+            .output
+            .lines()
+            .filter(|l| !l.starts_with("RESULT ") && !l.starts_with("VIOLATED "))
+        {
             if r.passed && !l.starts_with("seed ") {
                 continue;
             }
@@ -222,7 +269,17 @@ fn main() {
             println!("  seed {}:{}", r.seed, &first[1..]);
             println!("    replay: {}", replay_with_bugs(r.seed, &bugs));
         }
-        std::process::exit(1);
+        for r in &failed {
+            for v in &r.violated {
+                println!("{}", violated_line(r.seed, v));
+            }
+        }
+        let crashed = failed.iter().filter(|r| !r.verdict).count();
+        if crashed > 0 {
+            println!("{crashed} seeds crashed without a verdict");
+            std::process::exit(EXIT_CRASHED);
+        }
+        std::process::exit(EXIT_VIOLATED);
     }
 }
 

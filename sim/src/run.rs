@@ -76,6 +76,17 @@ impl RunReport {
         self.violations.is_empty()
     }
 
+    /// The distinct invariants breached, in the order they were first seen.
+    pub fn violated(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for v in &self.violations {
+            if !out.contains(&v.invariant) {
+                out.push(v.invariant);
+            }
+        }
+        out
+    }
+
     /// The command that replays this seed.
     pub fn replay_command(&self) -> String {
         replay_command(self.seed)
@@ -203,7 +214,7 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
         }
         if let Err(e) = sim.step() {
             shared.lock().violations.push(Violation {
-                invariant: "host",
+                invariant: crate::invariants::HOST_FAILED,
                 at_ms: now,
                 detail: format!("a host failed (panic or error): {e}"),
             });
@@ -256,6 +267,13 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
     }
     shared.lock().clients_on = false;
     let now = sim.elapsed().as_millis() as u64;
+    // The run stops at the first breach, which may be one a client or the
+    // leader check found between two rounds: check the replicas once more,
+    // so that every invariant breached by now is reported, not only the
+    // first one.
+    if !shared.lock().violations.is_empty() {
+        check_replicas(&shared, &mut digests, now);
+    }
     let sh = shared.lock();
     RunReport {
         seed,

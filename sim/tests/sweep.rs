@@ -47,12 +47,23 @@ fn trace_of(seed: u64) -> String {
 /// Seeds run twice by the determinism check.
 const DETERMINISM_SEEDS: u64 = 4;
 
+/// Set by the README's test command (`scripts/test`) where it builds with
+/// `--cfg tokio_unstable`: then a build without the flag fails the
+/// determinism check instead of skipping it.
+const REQUIRE_TOKIO_UNSTABLE: &str = "PROMRAFT_SIM_REQUIRE_TOKIO_UNSTABLE";
+
 #[test]
-#[cfg_attr(
-    not(tokio_unstable),
-    ignore = "needs RUSTFLAGS=\"--cfg tokio_unstable\" (tokio's scheduler is seeded only then)"
-)]
 fn same_seed_gives_the_same_history() {
+    if !cfg!(tokio_unstable) {
+        let why = "this build lacks RUSTFLAGS=\"--cfg tokio_unstable\" (tokio's scheduler is seeded only then)";
+        assert!(
+            std::env::var(REQUIRE_TOKIO_UNSTABLE).as_deref() != Ok("1"),
+            "{REQUIRE_TOKIO_UNSTABLE}=1 but {why}; run: RUSTFLAGS=\"--cfg tokio_unstable\" CARGO_TARGET_DIR=target-sim \
+             cargo test --release -p promraft-sim --test sweep same_seed_gives_the_same_history"
+        );
+        println!("SKIP same_seed_gives_the_same_history: {why}; scripts/test runs it with the flag ({REQUIRE_TOKIO_UNSTABLE}=1)");
+        return;
+    }
     let mut hashes = Vec::new();
     for seed in 1000..1000 + DETERMINISM_SEEDS {
         let (a, b) = (trace_of(seed), trace_of(seed));

@@ -130,11 +130,12 @@ pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadErr
             if m.current_leader.is_some() {
                 return Ok(());
             }
-            match node.leader_lost_at() {
-                Some(t) if t.elapsed() <= max => Ok(()),
-                _ => Err(ReadError::Unavailable(format!(
-                    "node {} has heard from no leader within max_staleness ({} ms); retry on another node or later",
+            match node.leader_lost_at().map(|t| t.elapsed()) {
+                Some(age) if age <= max => Ok(()),
+                age => Err(ReadError::Unavailable(format!(
+                    "node {} has heard from no leader for {} (max_staleness {} ms); retry on another node or later",
                     node.config.node_id,
+                    age.map_or("an unknown time".to_string(), |a| format!("{} ms", a.as_millis())),
                     max.as_millis()
                 ))),
             }

@@ -144,15 +144,27 @@ impl StateMachine {
         Ok(meta)
     }
 
-    fn apply_command(&self, cmd: &Command) -> io::Result<CommandResponse> {
+    fn apply_command(&self, index: u64, cmd: &Command) -> io::Result<CommandResponse> {
         match cmd {
             Command::Write { payload } => {
                 let reqs = match self.decoded.take(payload) {
                     Some(r) => r,
-                    None => Arc::new(
-                        Command::decode_write(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-                    ),
+                    None => {
+                        #[allow(unused_mut)]
+                        let mut reqs = Command::decode_write(payload)
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        #[cfg(feature = "sim-bugs")]
+                        if crate::sim_bugs::enabled(crate::sim_bugs::Bug::DivergeApply) {
+                            reqs.iter_mut().for_each(|r| r.series.reverse());
+                        }
+                        Arc::new(reqs)
+                    }
                 };
+                #[cfg(feature = "sim-bugs")]
+                if let Some(r) = sim_bug_apply(&self.db, index, &reqs) {
+                    return Ok(r);
+                }
+                let _ = index;
                 Ok(CommandResponse {
                     results: reqs.iter().map(|r| self.db.apply(r)).collect(),
                 })
@@ -180,6 +192,32 @@ impl StateMachine {
             }
         }
     }
+}
+
+/// The deliberate apply bugs that replace the whole answer
+/// (`sim_bugs::Bug::LoseAckedEntry`, `Bug::ApplyTwice`); `None` when
+/// neither is switched on.
+#[cfg(feature = "sim-bugs")]
+fn sim_bug_apply(db: &Db, index: u64, reqs: &[crate::tsdb::AppendRequest]) -> Option<CommandResponse> {
+    use crate::sim_bugs::{enabled, Bug};
+    if enabled(Bug::LoseAckedEntry) && index.is_multiple_of(5) {
+        let results = reqs
+            .iter()
+            .map(|r| crate::tsdb::AppendResult {
+                appended: r.num_samples() as u64,
+                ..Default::default()
+            })
+            .collect();
+        return Some(CommandResponse { results });
+    }
+    if enabled(Bug::ApplyTwice) {
+        let results = reqs.iter().map(|r| db.apply(r)).collect();
+        for r in reqs {
+            db.apply(r);
+        }
+        return Some(CommandResponse { results });
+    }
+    None
 }
 
 /// Hands openraft a checkpoint that the state machine task already wrote.
@@ -213,7 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::default(),
-                EntryPayload::Normal(cmd) => self.apply_command(cmd)?,
+                EntryPayload::Normal(cmd) => self.apply_command(entry.log_id.index, cmd)?,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     CommandResponse::default()

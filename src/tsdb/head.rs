@@ -423,6 +423,14 @@ impl Head {
             Self::mark_dirty(s, id, &mut self.dirty_series);
             return Ok(Appended::New);
         }
+        // The deliberate bug `ApplyTwice` (see crate::sim_bugs): an exact
+        // duplicate of the newest sample is appended again.
+        #[cfg(feature = "sim-bugs")]
+        if t == s.max_t && bits == s.last_bits && crate::sim_bugs::enabled(crate::sim_bugs::Bug::ApplyTwice) {
+            s.open.get_or_insert_with(XorChunk::new).append(t, v);
+            Self::mark_dirty(s, id, &mut self.dirty_series);
+            return Ok(Appended::New);
+        }
         if t == s.max_t {
             return if bits == s.last_bits {
                 Ok(Appended::Duplicate)

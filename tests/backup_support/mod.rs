@@ -75,6 +75,29 @@ pub fn write_grid(node: &TestNode, metric: &str, series: usize, from_ms: i64, st
     }
 }
 
+/// The samples [`write_grid`] writes, by series, for the series `i` that
+/// `keep` accepts (as [`TestNode::raw_samples`] returns them).
+pub fn grid_samples(
+    metric: &str,
+    series: usize,
+    from_ms: i64,
+    steps: usize,
+    step_ms: i64,
+    keep: impl Fn(usize) -> bool,
+) -> std::collections::BTreeMap<LabelSet, Vec<(i64, f64)>> {
+    (0..series)
+        .filter(|&i| keep(i))
+        .map(|i| {
+            let (is, gs) = (i.to_string(), (i % 5).to_string());
+            let labels = label_set_of(&[("__name__", metric), ("i", &is), ("g", &gs)]);
+            let samples = (0..steps)
+                .map(|k| (from_ms + k as i64 * step_ms, grid_value(i, k)))
+                .collect();
+            (labels, samples)
+        })
+        .collect()
+}
+
 /// Restores `backup` into `data_dir` as node `id` and starts it; waits
 /// until it is ready. Returns the node and `restore`'s stdout.
 pub fn restore_and_start(

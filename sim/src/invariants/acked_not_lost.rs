@@ -5,7 +5,8 @@ use super::{Replica, Violation};
 use crate::oracle::{Oracle, Outcome, SeriesKey};
 use promraft::tsdb::AppendResult;
 
-const NAME: &str = "acked_not_lost";
+/// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
+pub const NAME: &str = "acked_not_lost";
 
 /// Checks the answer to an acknowledged write of `samples` samples.
 pub fn check_ack(op: u64, samples: usize, r: &AppendResult, at_ms: u64) -> Option<Violation> {

@@ -3,7 +3,8 @@
 
 use super::{Replica, Violation};
 
-const NAME: &str = "heal";
+/// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
+pub const NAME: &str = "heal";
 
 /// What the heal phase has reached.
 #[derive(Debug, Default, Clone)]

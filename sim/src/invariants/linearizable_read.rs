@@ -7,7 +7,8 @@ use promraft::tsdb::SeriesData;
 use super::Violation;
 use crate::oracle::{key_of, Oracle, Outcome, SeriesKey};
 
-const NAME: &str = "linearizable_read";
+/// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
+pub const NAME: &str = "linearizable_read";
 
 /// The samples a read starting now must see: those of every write
 /// acknowledged so far.

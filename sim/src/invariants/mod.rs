@@ -11,6 +11,20 @@ pub mod same_digest;
 
 use std::sync::Arc;
 
+/// Every invariant's name, in the order of the files.
+pub const ALL: [&str; 6] = [
+    acked_not_lost::NAME,
+    heal::NAME,
+    linearizable_read::NAME,
+    no_duplicate_or_phantom::NAME,
+    one_leader_per_term::NAME,
+    same_digest::NAME,
+];
+
+/// Not an invariant: a host (a node's code) panicked or failed, which fails
+/// the seed as well.
+pub const HOST_FAILED: &str = "host";
+
 use promraft::node::Node;
 use promraft::tsdb::{Digest, Matcher, SeriesData};
 
@@ -19,7 +33,7 @@ use crate::oracle::METRIC;
 /// A breached invariant.
 #[derive(Debug, Clone)]
 pub struct Violation {
-    /// Which invariant (its file's name).
+    /// Which invariant (its file's name, one of [`ALL`]), or [`HOST_FAILED`].
     pub invariant: &'static str,
     /// Sim time, ms.
     pub at_ms: u64,

@@ -5,7 +5,8 @@ use promraft::tsdb::SeriesData;
 use super::Violation;
 use crate::oracle::{key_of, Oracle};
 
-const NAME: &str = "no_duplicate_or_phantom";
+/// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
+pub const NAME: &str = "no_duplicate_or_phantom";
 
 /// Checks the simulation's series as `who` (a node, a read) returned them.
 pub fn check(oracle: &Oracle, who: &str, data: &[SeriesData], at_ms: u64) -> Vec<Violation> {

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 
 use super::Violation;
 
-const NAME: &str = "one_leader_per_term";
+/// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
+pub const NAME: &str = "one_leader_per_term";
 
 /// Leaders seen, by term, in the order they appeared.
 #[derive(Default)]

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use super::{Replica, Violation};
 
-const NAME: &str = "same_digest";
+/// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
+pub const NAME: &str = "same_digest";
 
 /// Digests seen, by applied index.
 #[derive(Default)]
