@@ -1,6 +1,7 @@
 //! Test support, in test builds only: an in-memory [`Kv`] whose I/O is
 //! inline, so tests can run the log store, the state machine and the TSDB
-//! store over the seam's non-sled side without a disk.
+//! store over the seam's non-sled side without a disk, and the proptest
+//! case count.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -9,6 +10,15 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::kv::{BatchOp, IVec, Kv, KvIter, KvPair, KvTree};
+
+/// Cases per property test: `default` (kept small so the suite stays fast
+/// in CI), or `PROPTEST_CASES` when set, for a longer run.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// An in-memory [`Kv`] whose I/O is inline, for running the suite over the
 /// seam's other side. Everything is durable at once (no crash is modelled:

@@ -159,3 +159,217 @@ impl Head {
         new_chunks.push((id, seq));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Appended, Head, HeadOptions, Reject};
+    use crate::tsdb::chunk::CHUNK_SAMPLES_TARGET;
+    use crate::tsdb::Labels;
+
+    fn head(ooo_window_ms: i64) -> Head {
+        Head::new(HeadOptions {
+            ooo_window_ms,
+            ..HeadOptions::default()
+        })
+    }
+
+    fn series(h: &mut Head) -> u32 {
+        h.get_or_create(&Labels::from_pairs([("__name__", "m"), ("job", "a")]))
+    }
+
+    #[test]
+    fn same_labels_give_the_same_series_and_ids_follow_creation_order() {
+        let mut h = head(0);
+        let a = h.get_or_create(&Labels::from_pairs([("__name__", "a")]));
+        let b = h.get_or_create(&Labels::from_pairs([("__name__", "b")]));
+        assert_eq!((a, b), (0, 1));
+        assert_eq!(h.get_or_create(&Labels::from_pairs([("__name__", "a")])), a);
+        assert_eq!(h.lookup(&Labels::from_pairs([("__name__", "b")])), Some(b));
+        assert_eq!(h.lookup(&Labels::from_pairs([("__name__", "c")])), None);
+        assert_eq!((h.num_series(), h.stats().series_created), (2, 2));
+    }
+
+    #[test]
+    fn chunk_is_cut_at_120_samples() {
+        let mut h = head(0);
+        let id = series(&mut h);
+        for i in 0..CHUNK_SAMPLES_TARGET as i64 {
+            assert_eq!(h.append(id, i * 1000, i as f64), Ok(Appended::New));
+        }
+        let s = h.series(id).unwrap();
+        assert!(
+            s.closed.is_empty(),
+            "a full chunk is cut by the next sample, not before"
+        );
+        assert_eq!(s.open.as_ref().unwrap().num_samples(), CHUNK_SAMPLES_TARGET);
+
+        assert_eq!(h.append(id, 120_000, 120.0), Ok(Appended::New));
+        let s = h.series(id).unwrap();
+        assert_eq!(s.closed.len(), 1, "the 121st sample cuts the first chunk");
+        let c = &s.closed[0];
+        assert_eq!((c.mint, c.maxt, c.seq, c.ooo), (0, 119_000, 0, false));
+        assert!(
+            c.pending.is_some() && c.loc.is_none(),
+            "a cut chunk waits for the checkpoint"
+        );
+        assert_eq!(s.open.as_ref().unwrap().num_samples(), 1);
+        assert_eq!(h.stats().chunks_cut, 1);
+        assert_eq!(h.checkpoint_delta().new_chunks.len(), 1);
+    }
+
+    #[test]
+    fn older_sample_is_out_of_order_without_a_window() {
+        let mut h = head(0);
+        let id = series(&mut h);
+        h.append(id, 1000, 1.0).unwrap();
+        h.append(id, 2000, 2.0).unwrap();
+        assert_eq!(h.append(id, 1500, 1.5), Err(Reject::OutOfOrder));
+        assert_eq!(h.stats().rejected.get(&Reject::OutOfOrder), Some(&1));
+        assert_eq!(h.series(id).unwrap().max_t, 2000);
+    }
+
+    #[test]
+    fn out_of_order_window_accepts_inside_and_rejects_outside() {
+        let mut h = head(500);
+        let id = series(&mut h);
+        h.append(id, 10_000, 1.0).unwrap();
+        assert_eq!(
+            h.append(id, 9_500, 2.0),
+            Ok(Appended::New),
+            "exactly at the window's edge"
+        );
+        assert_eq!(h.append(id, 9_700, 3.0), Ok(Appended::New));
+        assert_eq!(
+            h.append(id, 9_499, 4.0),
+            Err(Reject::OutOfOrder),
+            "one ms past the window"
+        );
+        let s = h.series(id).unwrap();
+        assert_eq!(s.ooo, vec![(9_500, 2.0), (9_700, 3.0)], "kept sorted by time");
+        assert_eq!(s.max_t, 10_000, "out-of-order samples do not move the newest time");
+        assert_eq!(s.min_time(), 9_500);
+    }
+
+    #[test]
+    fn out_of_order_samples_are_cut_into_ooo_chunks() {
+        let mut h = head(1_000_000);
+        let id = series(&mut h);
+        h.append(id, 1_000_000, 0.0).unwrap();
+        // Descending, so that every one lands in the out-of-order buffer.
+        for i in 0..CHUNK_SAMPLES_TARGET as i64 {
+            assert_eq!(h.append(id, 999_999 - i, i as f64), Ok(Appended::New));
+        }
+        let s = h.series(id).unwrap();
+        assert!(s.ooo.is_empty(), "the buffer is cut once it holds 120 samples");
+        assert_eq!(s.closed.len(), 1);
+        let c = &s.closed[0];
+        assert!(c.ooo);
+        assert_eq!((c.mint, c.maxt), (999_999 - (CHUNK_SAMPLES_TARGET as i64 - 1), 999_999));
+        let samples: Vec<(i64, f64)> = crate::tsdb::chunk::iter_bytes(c.pending.as_ref().unwrap())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(samples.len(), CHUNK_SAMPLES_TARGET);
+        assert!(
+            samples.windows(2).all(|w| w[0].0 < w[1].0),
+            "an ooo chunk is sorted by time"
+        );
+        assert_eq!(
+            s.open.as_ref().unwrap().num_samples(),
+            1,
+            "the in-order chunk is untouched"
+        );
+    }
+
+    #[test]
+    fn exact_duplicate_is_a_noop_and_another_value_is_rejected() {
+        let mut h = head(1000);
+        let id = series(&mut h);
+        h.append(id, 5000, 1.0).unwrap();
+        assert_eq!(h.append(id, 5000, 1.0), Ok(Appended::Duplicate));
+        assert_eq!(h.append(id, 5000, 2.0), Err(Reject::DuplicateTimestamp));
+        // NaN compares by bits: the same NaN is a duplicate.
+        h.append(id, 6000, f64::NAN).unwrap();
+        assert_eq!(h.append(id, 6000, f64::NAN), Ok(Appended::Duplicate));
+        // In the out-of-order buffer too.
+        h.append(id, 5500, 3.0).unwrap();
+        assert_eq!(h.append(id, 5500, 3.0), Ok(Appended::Duplicate));
+        assert_eq!(h.append(id, 5500, 4.0), Err(Reject::DuplicateTimestamp));
+        let st = h.stats();
+        assert_eq!((st.samples_appended, st.samples_duplicate), (3, 3));
+        assert_eq!(st.rejected.get(&Reject::DuplicateTimestamp), Some(&2));
+        assert_eq!(h.series(id).unwrap().open.as_ref().unwrap().num_samples(), 2);
+    }
+
+    #[test]
+    fn resent_sample_in_the_open_chunk_is_a_duplicate_even_without_a_window() {
+        let mut h = head(0);
+        let id = series(&mut h);
+        for i in 0..10 {
+            h.append(id, i * 1000, i as f64).unwrap();
+        }
+        // A retried batch after a failover resends old samples.
+        assert_eq!(h.append(id, 3000, 3.0), Ok(Appended::Duplicate));
+        assert_eq!(h.append(id, 3000, 3.5), Err(Reject::DuplicateTimestamp));
+        assert_eq!(
+            h.append(id, 3500, 3.5),
+            Err(Reject::OutOfOrder),
+            "not in the chunk: out of order"
+        );
+        assert_eq!(h.series(id).unwrap().open.as_ref().unwrap().num_samples(), 10);
+    }
+
+    #[test]
+    fn resent_sample_in_a_cut_chunk_is_out_of_order() {
+        let mut h = head(0);
+        let id = series(&mut h);
+        for i in 0..=CHUNK_SAMPLES_TARGET as i64 {
+            h.append(id, i * 1000, i as f64).unwrap();
+        }
+        // Only the open chunk is searched, as in Prometheus.
+        assert_eq!(h.append(id, 1000, 1.0), Err(Reject::OutOfOrder));
+    }
+
+    #[test]
+    fn samples_before_the_retention_floor_are_out_of_bounds() {
+        let mut h = head(10_000);
+        let id = series(&mut h);
+        h.append(id, 1000, 1.0).unwrap();
+        h.apply_retention(5000);
+        assert_eq!(h.min_valid_t(), 5000);
+        let id = series(&mut h);
+        assert_eq!(h.append(id, 4999, 1.0), Err(Reject::OutOfBounds));
+        assert_eq!(
+            h.append(id, 5000, 1.0),
+            Ok(Appended::New),
+            "the floor itself is accepted"
+        );
+        assert_eq!(
+            h.append(id, 4999, 1.0),
+            Err(Reject::OutOfBounds),
+            "even inside the ooo window"
+        );
+        assert_eq!(h.stats().rejected.get(&Reject::OutOfBounds), Some(&2));
+    }
+
+    #[test]
+    fn metadata_latest_wins_and_only_a_change_is_dirty() {
+        let mut h = head(0);
+        let m = |help: &str| crate::tsdb::Metadata {
+            metric_family_name: "up".into(),
+            kind: "gauge".into(),
+            help: help.into(),
+            unit: String::new(),
+        };
+        h.set_metadata(m("one"));
+        assert_eq!(h.checkpoint_delta().metadata.map(|v| v.len()), Some(1));
+        h.checkpoint_done(&[]);
+        h.set_metadata(m("one"));
+        assert!(
+            h.checkpoint_delta().metadata.is_none(),
+            "unchanged metadata is not rewritten"
+        );
+        h.set_metadata(m("two"));
+        assert_eq!(h.metadata()["up"].help, "two");
+        assert!(h.checkpoint_delta().metadata.is_some());
+    }
+}

@@ -260,3 +260,141 @@ pub fn open_state_last(b: &[u8]) -> Option<(i64, u64)> {
         u64::from_be_bytes(tail[8..].try_into().ok()?),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::{Head, HeadOptions};
+    use super::{decode_open_state, encode_open_state, open_state_last};
+    use crate::test_support::proptest_cases;
+    use crate::tsdb::{AppendRequest, Db, Labels, MatchOp, Matcher, SeriesSamples};
+
+    fn request(name: &str, samples: Vec<(i64, f64)>) -> AppendRequest {
+        AppendRequest {
+            series: vec![SeriesSamples {
+                labels: Labels::from_pairs([("__name__", name)]),
+                samples,
+            }],
+            metadata: vec![crate::tsdb::Metadata {
+                metric_family_name: name.into(),
+                kind: "gauge".into(),
+                help: "help".into(),
+                unit: String::new(),
+            }],
+        }
+    }
+
+    fn select_all(db: &Db, name: &str) -> Vec<(i64, u64)> {
+        let m = [Matcher::new(MatchOp::Equal, "__name__", name).unwrap()];
+        db.select(&m, i64::MIN, i64::MAX, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.samples)
+            .map(|(t, v)| (t, v.to_bits()))
+            .collect()
+    }
+
+    /// Checkpoint, reopen on the same sled database: the digest, every
+    /// query, the retention floor, the metadata and the append rules
+    /// (duplicates of the newest sample) come back the same.
+    #[test]
+    fn checkpoint_then_reopen_gives_the_same_digest_and_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled_db = sled::Config::new().path(dir.path()).open().unwrap();
+        let opts = HeadOptions {
+            ooo_window_ms: 20_000,
+            chunk_samples: 120,
+        };
+        let (db, upper) = Db::open(&sled_db, opts.clone()).unwrap();
+        assert_eq!(upper, None, "a fresh store has no checkpoint");
+        // Closed chunks, an open chunk, out-of-order samples both cut into a
+        // chunk and still buffered, and a series retention removes.
+        db.apply(&request(
+            "a",
+            (0..300).map(|i| (100_000 + i * 1000, i as f64)).collect(),
+        ));
+        db.apply(&request(
+            "a",
+            (0..130).map(|i| (390_005 - i * 10, -(i as f64))).collect(),
+        ));
+        db.apply(&request("b", vec![(1, 1.0), (2, 2.0)]));
+        db.apply(&request("c", vec![(50_000, 1.0)]));
+        db.checkpoint(b"first".to_vec()).unwrap();
+        db.apply_retention(60_000);
+        db.apply(&request("a", vec![(400_000, 7.0)]));
+        db.checkpoint(b"second".to_vec()).unwrap();
+        let digest = db.digest().unwrap();
+        let a = select_all(&db, "a");
+        assert_eq!(a.len(), 300 + 130 + 1);
+        assert!(select_all(&db, "b").is_empty() && select_all(&db, "c").is_empty());
+        let status = db.status();
+        drop(db);
+
+        let (db, upper) = Db::open(&sled_db, opts).unwrap();
+        assert_eq!(upper.as_deref(), Some(&b"second"[..]));
+        assert_eq!(db.digest().unwrap(), digest);
+        assert_eq!(select_all(&db, "a"), a);
+        let head = db.head();
+        assert_eq!(head.min_valid_t(), 60_000);
+        assert_eq!(head.num_series(), status.num_series);
+        assert_eq!(head.metadata().len(), 3);
+        let id = head.lookup(&Labels::from_pairs([("__name__", "a")])).unwrap();
+        let s = head.series(id).unwrap();
+        assert_eq!((s.max_t, s.last_bits), (400_000, 7.0f64.to_bits()));
+        assert!(s.closed.iter().all(|c| c.pending.is_none() && c.loc.is_some()));
+        assert!(s.closed.iter().any(|c| c.ooo));
+        assert!(!s.ooo.is_empty(), "the buffered out-of-order samples come back");
+        drop(head);
+        let r = db.apply(&request("a", vec![(400_000, 7.0), (400_000, 8.0), (50_000, 1.0)]));
+        assert_eq!((r.duplicates, r.duplicate_timestamp, r.out_of_bounds), (1, 1, 1));
+    }
+
+    #[test]
+    fn open_state_round_trips() {
+        let mut h = Head::new(HeadOptions {
+            ooo_window_ms: 100,
+            chunk_samples: 120,
+        });
+        let id = h.get_or_create(&Labels::from_pairs([("__name__", "a")]));
+        for t in [1000, 1010, 1020] {
+            h.append(id, t, t as f64).unwrap();
+        }
+        h.append(id, 950, 0.5).unwrap();
+        let s = h.series(id).unwrap();
+        let b = encode_open_state(s).expect("a series with samples has open state");
+        let (open, ooo) = decode_open_state(&b).unwrap();
+        assert_eq!(open.unwrap().bytes(), s.open.as_ref().unwrap().bytes());
+        assert_eq!(ooo, vec![(950, 0.5)]);
+        assert_eq!(open_state_last(&b), Some((1020, 1020f64.to_bits())));
+        assert_eq!(open_state_last(&b[..15]), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(proptest_cases(256)))]
+
+        /// Arbitrary bytes never panic the open-state decoders.
+        #[test]
+        fn open_state_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_open_state(&bytes);
+            let _ = open_state_last(&bytes);
+        }
+
+        /// Arbitrary bytes behind a plausible length prefix reach the chunk
+        /// decoder and the out-of-order count: still no panic.
+        #[test]
+        fn open_state_with_plausible_lengths_never_panics(
+            chunk in proptest::collection::vec(any::<u8>(), 0..64),
+            ooo_count in any::<u32>(),
+            rest in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut b = (chunk.len() as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(&chunk);
+            b.extend_from_slice(&ooo_count.to_be_bytes());
+            b.extend_from_slice(&rest);
+            let _ = decode_open_state(&b);
+            let mut h = Head::new(HeadOptions::default());
+            let _ = h.restore_series(0, &Labels::from_pairs([("__name__", "a")]), vec![], Some(&b));
+        }
+    }
+}

@@ -26,6 +26,9 @@ mod checkpoint;
 mod read;
 mod retention;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
