@@ -45,3 +45,6 @@ pub mod raft;
 #[cfg(feature = "sim-bugs")]
 pub mod sim_bugs;
 pub mod tsdb;
+
+#[cfg(test)]
+pub(crate) mod test_support;

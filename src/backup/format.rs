@@ -612,4 +612,37 @@ mod tests {
             other => panic!("expected NewerVersion, got {other:?}"),
         }
     }
+
+    /// Reads a whole file, as restore and verify do, keeping only whether
+    /// it failed.
+    fn read_any(file: &[u8], key: Option<&KeySource>) -> bool {
+        let Ok(mut r) = BackupReader::open(file, key) else {
+            return false;
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).is_ok()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::test_support::proptest_cases(256)))]
+
+        /// Arbitrary bytes, and a valid file (plain or encrypted) damaged at
+        /// random, never panic the reader.
+        #[test]
+        fn reader_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            flips in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..6),
+            encrypted in proptest::prelude::any::<bool>(),
+        ) {
+            let key = KeySource::Raw([5u8; 32]);
+            let k = encrypted.then_some(&key);
+            let _ = read_any(&bytes, k);
+            let mut f = write(&bytes, k);
+            for i in &flips {
+                let bit = i.index(f.len() * 8);
+                f[bit / 8] ^= 1 << (bit % 8);
+            }
+            let _ = read_any(&f, k);
+        }
+    }
 }

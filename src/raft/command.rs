@@ -181,6 +181,19 @@ mod tests {
         assert!(Command::decode_write(b"\xff\xff\xff\xff\x0fgarbage").is_err());
         assert!(Command::decode_write(&payload[..payload.len() / 2]).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::test_support::proptest_cases(256)))]
+
+        /// Arbitrary bytes never panic the payload decoder, neither as they
+        /// are nor once snappy-compressed (so they reach bincode).
+        #[test]
+        fn decode_write_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = Command::decode_write(&bytes);
+            let compressed = snap::raw::Encoder::new().compress_vec(&bytes).unwrap();
+            let _ = Command::decode_write(&compressed);
+        }
+    }
 }
 
 /// Requests the leader has just encoded into a write payload, kept so that

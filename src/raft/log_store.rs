@@ -20,6 +20,7 @@ use openraft::{OptionalSend, RaftLogReader};
 
 use crate::kv::{Kv, KvTree, SledKv};
 
+use super::command::ENTRY_DECODED_BYTES_MAX;
 use super::{Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -89,7 +90,11 @@ pub fn decode_entry(b: &[u8]) -> io::Result<Entry> {
             format!("log entry checksum mismatch: stored {want:08x}, computed {got:08x}"),
         ));
     }
-    let (e, _) = bincode::serde::decode_from_slice(&b[4..], bincode_cfg())
+    // Limited: an unlimited decoder allocates whatever a length prefix in
+    // the entry says before reading it (a panic or an abort on corrupt bytes
+    // that pass the CRC).
+    let cfg = bincode_cfg().with_limit::<ENTRY_DECODED_BYTES_MAX>();
+    let (e, _) = bincode::serde::decode_from_slice(&b[4..], cfg)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log entry: {e}")))?;
     Ok(e)
 }
@@ -342,5 +347,89 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::raft::Command;
+    use crate::test_support::proptest_cases;
+
+    fn entry(payload: Vec<u8>) -> Entry {
+        Entry {
+            log_id: openraft::testing::log_id::<TypeConfig>(3, 1, 7),
+            payload: openraft::EntryPayload::Normal(Command::Write { payload }),
+        }
+    }
+
+    /// CRC over `body`, then `body`: what a stored entry looks like.
+    fn with_crc(body: &[u8]) -> Vec<u8> {
+        [&crc32fast::hash(body).to_be_bytes()[..], body].concat()
+    }
+
+    #[test]
+    fn entries_round_trip_and_damage_is_refused() {
+        let e = entry(vec![1, 2, 3]);
+        let b = encode_entry(&e).unwrap();
+        let back = decode_entry(&b).unwrap();
+        assert_eq!(
+            (back.log_id, format!("{:?}", back.payload)),
+            (e.log_id, format!("{:?}", e.payload))
+        );
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x10;
+            assert!(decode_entry(&d).is_err(), "a flipped byte at {i} must fail the CRC");
+        }
+        assert!(decode_entry(&b[..3]).is_err());
+    }
+
+    /// An entry whose payload length says more than the limit, behind a
+    /// valid CRC, is an error, not an allocation of that length.
+    #[test]
+    fn huge_payload_length_behind_a_valid_crc_is_an_error() {
+        let good = encode_entry(&entry(vec![9; 5])).unwrap();
+        // The payload length is the byte just before the 5 payload bytes.
+        let body = &good[4..];
+        let at = body.len() - 6;
+        assert_eq!(body[at], 5);
+        for n in [u64::MAX, 1 << 40, ENTRY_DECODED_BYTES_MAX as u64 + 1] {
+            let mut forged = body[..at].to_vec();
+            forged.push(253);
+            forged.extend_from_slice(&n.to_le_bytes());
+            forged.extend_from_slice(&body[at + 1..]);
+            assert!(decode_entry(&with_crc(&forged)).is_err(), "payload of {n} bytes");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(proptest_cases(256)))]
+
+        /// Arbitrary bytes, with or without a valid CRC in front, never
+        /// panic the entry decoder.
+        #[test]
+        fn entry_decoder_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_entry(&body);
+            let _ = decode_entry(&with_crc(&body));
+        }
+
+        /// A valid entry with its bincode body damaged (and the CRC fixed
+        /// up) decodes to an error or to some entry, never a panic.
+        #[test]
+        fn damaged_entry_behind_a_valid_crc_never_panics(
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            flips in proptest::collection::vec(any::<prop::sample::Index>(), 1..6),
+        ) {
+            let good = encode_entry(&entry(payload)).unwrap();
+            let mut body = good[4..].to_vec();
+            for f in &flips {
+                let bit = f.index(body.len() * 8);
+                body[bit / 8] ^= 1 << (bit % 8);
+            }
+            let _ = decode_entry(&with_crc(&body));
+        }
     }
 }

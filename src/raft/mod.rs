@@ -11,6 +11,9 @@ pub mod runtime;
 pub mod state_machine;
 pub mod transport;
 
+#[cfg(test)]
+mod storage_conformance;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

@@ -47,20 +47,28 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 /// snapshot openraft asked it to send.
 pub fn checkpoint_log_id(db: &Db) -> io::Result<Option<LogId>> {
     match db.checkpoint_upper().map_err(io_err)? {
-        Some(b) => {
-            let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(&b, bincode::config::standard())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
-            Ok(upper.applied)
-        }
+        Some(b) => Ok(decode_upper_record(&b)?.applied),
         None => Ok(None),
     }
+}
+
+/// Most bytes decoding the Raft state kept with a checkpoint may allocate:
+/// an applied log id and a membership, a few KiB even for a large cluster.
+/// Without a limit bincode allocates whatever a corrupt length prefix says
+/// (a panic past `isize::MAX`, an abort on the failed allocation below).
+const UPPER_DECODED_BYTES_MAX: usize = 1 << 20;
+
+fn decode_upper_record(b: &[u8]) -> io::Result<Upper> {
+    let cfg = bincode::config::standard().with_limit::<UPPER_DECODED_BYTES_MAX>();
+    let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(b, cfg)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
+    Ok(upper)
 }
 
 /// Decodes the Raft state kept with a checkpoint: the applied log id and
 /// the membership (for backups and restore).
 pub fn decode_upper(b: &[u8]) -> io::Result<(Option<LogId>, StoredMembership)> {
-    let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(b, bincode::config::standard())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
+    let upper = decode_upper_record(b)?;
     Ok((upper.applied, upper.membership))
 }
 
@@ -97,11 +105,7 @@ impl StateMachine {
         decoded: Arc<super::command::DecodedCache>,
     ) -> io::Result<Self> {
         let upper: Upper = match db.checkpoint_upper().map_err(io_err)? {
-            Some(b) => {
-                bincode::serde::decode_from_slice(&b, bincode::config::standard())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?
-                    .0
-            }
+            Some(b) => decode_upper_record(&b)?,
             None => Upper::default(),
         };
         let last_checkpoint = upper.applied.map(|_| SnapshotMeta {
@@ -311,11 +315,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await??;
         let _ = std::fs::remove_file(&path);
         let upper: Upper = match upper {
-            Some(b) => {
-                bincode::serde::decode_from_slice(&b, bincode::config::standard())
-                    .map_err(io_err)?
-                    .0
-            }
+            Some(b) => decode_upper_record(&b)?,
             None => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -346,5 +346,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: SnapshotData::Local,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::raft::NodeInfo;
+    use crate::test_support::proptest_cases;
+
+    fn membership() -> StoredMembership {
+        let nodes = BTreeMap::from([(
+            1,
+            NodeInfo {
+                raft_addr: "a:1".into(),
+                http_addr: "a:2".into(),
+            },
+        )]);
+        let m = openraft::Membership::new(vec![BTreeSet::from([1])], nodes).unwrap();
+        StoredMembership::new(Some(openraft::testing::log_id::<TypeConfig>(1, 1, 4)), m)
+    }
+
+    #[test]
+    fn upper_round_trips() {
+        let applied = Some(openraft::testing::log_id::<TypeConfig>(2, 1, 9));
+        let (a, m) = decode_upper(&encode_upper(applied, membership())).unwrap();
+        assert_eq!((a, m), (applied, membership()));
+    }
+
+    /// A node address whose length prefix claims more than the limit is an
+    /// error, not an allocation of that length.
+    #[test]
+    fn huge_length_in_the_upper_state_is_an_error() {
+        let good = encode_upper(None, membership());
+        // The last field is the last node's http address, "a:2": its length
+        // byte comes just before it.
+        let at = good.len() - 4;
+        assert_eq!(&good[at..], &[3, b'a', b':', b'2']);
+        for n in [u64::MAX, 1 << 40, UPPER_DECODED_BYTES_MAX as u64 + 1] {
+            let forged = [&good[..at], &[253], &n.to_le_bytes(), &good[at + 1..]].concat();
+            assert!(decode_upper(&forged).is_err(), "an address of {n} bytes");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(proptest_cases(256)))]
+
+        /// Arbitrary bytes, and a valid state with flipped bits, never panic
+        /// the decoder of the Raft state kept with a checkpoint.
+        #[test]
+        fn upper_decoder_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            flips in proptest::collection::vec(any::<prop::sample::Index>(), 1..6),
+        ) {
+            let _ = decode_upper(&bytes);
+            let mut b = encode_upper(Some(openraft::testing::log_id::<TypeConfig>(2, 1, 9)), membership());
+            for f in &flips {
+                let bit = f.index(b.len() * 8);
+                b[bit / 8] ^= 1 << (bit % 8);
+            }
+            let _ = decode_upper(&b);
+        }
     }
 }

@@ -64,6 +64,32 @@ fn bincode_cfg() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Most bytes one bincode record of the store (checkpoint meta, metadata,
+/// a series' labels) may make decoding allocate. Without a limit bincode
+/// allocates whatever a length prefix says before reading the bytes, so a
+/// corrupt length aborted the process on a failed allocation; no record
+/// can exceed what an export accepts for one record anyway.
+const RECORD_DECODED_BYTES_MAX: usize = EXPORT_RECORD_BYTES_MAX;
+
+/// The configuration for decoding stored records: as written, plus
+/// [`RECORD_DECODED_BYTES_MAX`].
+fn decode_cfg() -> impl bincode::config::Config {
+    bincode_cfg().with_limit::<RECORD_DECODED_BYTES_MAX>()
+}
+
+/// Decodes the checkpoint meta record and refuses a newer layout.
+fn decode_meta(v: &[u8]) -> Result<CheckpointMeta, Error> {
+    let (m, _): (CheckpointMeta, usize) = bincode::serde::decode_from_slice(v, decode_cfg())
+        .map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
+    if m.version > CHECKPOINT_FORMAT_VERSION {
+        return Err(Error::Corrupt(format!(
+            "checkpoint format version {} is newer than this binary supports ({CHECKPOINT_FORMAT_VERSION})",
+            m.version
+        )));
+    }
+    Ok(m)
+}
+
 fn key(prefix: u8, id: SeriesId, seq: Option<u32>) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(prefix);
@@ -142,15 +168,7 @@ impl Store {
         let Some(v) = self.tree.get(KEY_META)? else {
             return Ok(None);
         };
-        let (m, _): (CheckpointMeta, usize) = bincode::serde::decode_from_slice(&v, bincode_cfg())
-            .map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
-        if m.version > CHECKPOINT_FORMAT_VERSION {
-            return Err(Error::Corrupt(format!(
-                "checkpoint format version {} is newer than this binary supports ({CHECKPOINT_FORMAT_VERSION})",
-                m.version
-            )));
-        }
-        Ok(Some(m))
+        decode_meta(&v).map(Some)
     }
 
     /// Loads the last checkpoint into `head`; returns its meta.
@@ -158,7 +176,7 @@ impl Store {
         let Some(meta) = self.meta()? else { return Ok(None) };
         let metadata: Vec<Metadata> = match self.tree.get(KEY_METADATA)? {
             Some(v) => {
-                bincode::serde::decode_from_slice(&v, bincode_cfg())
+                bincode::serde::decode_from_slice(&v, decode_cfg())
                     .map_err(|e| Error::Corrupt(format!("metadata: {e}")))?
                     .0
             }
@@ -624,7 +642,7 @@ fn encode_labels(l: &Labels) -> Vec<u8> {
 }
 
 fn decode_labels(b: &[u8]) -> Result<Labels, Error> {
-    let (pairs, _): (Vec<(String, String)>, usize) = bincode::serde::decode_from_slice(b, bincode_cfg())
+    let (pairs, _): (Vec<(String, String)>, usize) = bincode::serde::decode_from_slice(b, decode_cfg())
         .map_err(|e| Error::Corrupt(format!("series labels: {e}")))?;
     let v: Vec<Label> = pairs.into_iter().map(|(name, value)| Label { name, value }).collect();
     if !v.windows(2).all(|w| w[0].name < w[1].name) {
@@ -727,17 +745,7 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
                     }
                 } else {
                     match k.first() {
-                        _ if k == KEY_META => {
-                            let (m, _): (CheckpointMeta, usize) = bincode::serde::decode_from_slice(&v, bincode_cfg())
-                                .map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
-                            if m.version > CHECKPOINT_FORMAT_VERSION {
-                                return Err(Error::Corrupt(format!(
-                                    "checkpoint format version {} is newer than this binary supports ({CHECKPOINT_FORMAT_VERSION})",
-                                    m.version
-                                )));
-                            }
-                            meta = Some(m);
-                        }
+                        _ if k == KEY_META => meta = Some(decode_meta(&v)?),
                         Some(&P_SERIES) => {
                             decode_labels(&v)?;
                             series_ids.insert(parse_id(&k)?.0);
@@ -785,4 +793,174 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
     }
     out.upper = meta.upper;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_support::{proptest_cases, MemKv};
+    use crate::tsdb::{AppendRequest, Db, HeadOptions, SeriesSamples};
+
+    /// bincode's varint marker for "a u64 follows", then `n` little-endian.
+    fn varint_u64(n: u64) -> Vec<u8> {
+        [&[253u8][..], &n.to_le_bytes()].concat()
+    }
+
+    /// An export of a small TSDB with closed, open and out-of-order data.
+    fn export() -> &'static [u8] {
+        static EXPORT: OnceLock<Vec<u8>> = OnceLock::new();
+        EXPORT.get_or_init(|| {
+            let opts = HeadOptions {
+                ooo_window_ms: 1000,
+                chunk_samples: 4,
+            };
+            let (db, _) = Db::open_kv(Arc::new(MemKv::default()), opts).unwrap();
+            for name in ["a", "b"] {
+                db.apply(&AppendRequest {
+                    series: vec![SeriesSamples {
+                        labels: Labels::from_pairs([("__name__", name)]),
+                        samples: (0..10).map(|i| (i * 100, i as f64)).chain([(850, 8.5)]).collect(),
+                    }],
+                    metadata: vec![],
+                });
+            }
+            db.checkpoint(b"upper".to_vec()).unwrap();
+            let mut out = Vec::new();
+            db.export(&mut out).unwrap();
+            out
+        })
+    }
+
+    #[test]
+    fn export_summary_reads_back_what_was_stored() {
+        let s = summarize_export(&mut &export()[..]).unwrap();
+        assert_eq!((s.series, s.samples), (2, 22));
+        assert_eq!((s.min_time_ms, s.max_time_ms), (Some(0), Some(900)));
+        assert_eq!(s.upper, b"upper");
+    }
+
+    /// A length prefix saying more bytes than any record holds is an error
+    /// before anything is allocated: past `isize::MAX` bincode's unlimited
+    /// decoder panicked ("capacity overflow"), below it it asked the
+    /// allocator for the whole length and the process aborted.
+    #[test]
+    fn huge_length_prefixes_are_errors_not_allocations() {
+        for n in [u64::MAX, 1 << 40, (RECORD_DECODED_BYTES_MAX as u64) + 1] {
+            // One label pair whose name claims `n` bytes.
+            let labels = [&[1u8][..], &varint_u64(n)].concat();
+            assert!(decode_labels(&labels).is_err(), "labels with a name of {n} bytes");
+            // Version 1, then an upper-layer state claiming `n` bytes.
+            let meta = [&[1u8][..], &varint_u64(n)].concat();
+            assert!(
+                decode_meta(&meta).is_err(),
+                "checkpoint meta with {n} bytes of upper state"
+            );
+        }
+    }
+
+    #[test]
+    fn meta_of_a_newer_layout_is_refused() {
+        let m = CheckpointMeta {
+            version: CHECKPOINT_FORMAT_VERSION + 1,
+            upper: vec![],
+            next_series_id: 0,
+            min_valid_t: 0,
+            next_block_id: 0,
+        };
+        let b = bincode::serde::encode_to_vec(&m, bincode_cfg()).unwrap();
+        let e = decode_meta(&b).unwrap_err().to_string();
+        assert!(e.contains("newer than this binary supports"), "{e}");
+    }
+
+    #[test]
+    fn index_and_open_shard_round_trip() {
+        let entries = vec![
+            IndexEntry {
+                series: 3,
+                seq: 0,
+                mint: -5,
+                maxt: 10,
+                ooo: false,
+                offset: 4,
+                len: 20,
+            },
+            IndexEntry {
+                series: 1,
+                seq: 7,
+                mint: i64::MIN,
+                maxt: i64::MAX,
+                ooo: true,
+                offset: 24,
+                len: 9,
+            },
+        ];
+        let back = decode_index(&encode_index(&entries)).unwrap();
+        let key = |e: &IndexEntry| (e.series, e.seq, e.mint, e.maxt, e.ooo, e.offset, e.len);
+        assert_eq!(
+            back.iter().map(key).collect::<Vec<_>>(),
+            entries.iter().map(key).collect::<Vec<_>>()
+        );
+        let states = vec![(1, vec![1, 2, 3]), (65, vec![])];
+        assert_eq!(decode_open_shard(&encode_open_shard(&states)).unwrap(), states);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(proptest_cases(256)))]
+
+        /// Arbitrary bytes never panic any decoder of the store's records or
+        /// of an export stream.
+        #[test]
+        fn record_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_index(&bytes);
+            let _ = decode_open_shard(&bytes);
+            let _ = decode_labels(&bytes);
+            let _ = decode_meta(&bytes);
+            let _ = parse_id(&bytes);
+            let _ = block_id(&bytes);
+            let _ = summarize_export(&mut bytes.as_slice());
+        }
+
+        /// Arbitrary bodies behind a valid magic and CRC reach the varint and
+        /// entry parsing of an index and a shard: still no panic.
+        #[test]
+        fn checksummed_records_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let with_crc = |mut v: Vec<u8>| {
+                let crc = crc32fast::hash(&v);
+                v.extend_from_slice(&crc.to_be_bytes());
+                v
+            };
+            let _ = decode_index(&with_crc([&INDEX_MAGIC[..], &body].concat()));
+            if let Ok(states) = decode_open_shard(&with_crc(body.clone())) {
+                for (_, st) in states {
+                    let _ = super::super::head::decode_open_state_pub(&st);
+                }
+            }
+        }
+
+        /// A damaged export (flipped bits, cut short) never panics the
+        /// summary, which checks every record and checksum in it.
+        #[test]
+        fn damaged_exports_never_panic(
+            flips in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut b = export().to_vec();
+            for f in &flips {
+                let bit = f.index(b.len() * 8);
+                b[bit / 8] ^= 1 << (bit % 8);
+            }
+            if truncate {
+                b.truncate(cut.index(b.len()));
+            }
+            let r = summarize_export(&mut b.as_slice());
+            if flips.is_empty() && !truncate {
+                prop_assert!(r.is_ok());
+            }
+        }
+    }
 }
