@@ -6,7 +6,7 @@
 //! Data flows top to bottom; each layer only calls the ones below it.
 //!
 //! - [`api`]: the axum HTTP server. Remote write in (`api::write`, with the
-//!   wire format in `api::prompb` and pure decoding in `api::remote_write`),
+//!   wire format in `prompb` and pure decoding in `api::remote_write`),
 //!   the Prometheus HTTP API out (`api::read`, `api::status`), `/metrics`.
 //! - [`cluster`]: behaviour around Raft: the group-commit write batcher.
 //! - [`raft`]: openraft's type configuration, the log entry payload, the sled
@@ -40,6 +40,7 @@ pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod prompb;
 pub mod promql;
 pub mod raft;
 #[cfg(feature = "sim-bugs")]

@@ -10,7 +10,6 @@
 pub mod admin;
 pub mod cluster;
 pub mod params;
-pub mod prompb;
 pub mod query;
 pub mod read;
 pub mod remote_write;

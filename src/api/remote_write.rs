@@ -11,7 +11,7 @@
 
 use prost::Message;
 
-use super::prompb;
+use crate::prompb;
 use crate::tsdb::labels::{Label, LabelError, Labels, METRIC_NAME};
 
 /// Largest compressed request body accepted, in bytes. Prometheus's own
@@ -512,7 +512,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::prompb::{Exemplar, Label as PLabel, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
+    use crate::prompb::{Exemplar, Label as PLabel, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
 
     fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
         TimeSeries {

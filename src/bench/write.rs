@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use prost::Message;
 
 use super::workload::Workload;
-use crate::api::prompb;
+use crate::prompb;
 
 /// Arguments of `promraft bench write`.
 #[derive(Debug, Clone, clap::Args)]
