@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::{remote_write, write_media};
-use crate::cluster::batcher::WriteError as CommitError;
+use crate::cluster::batcher::CommitError;
 use crate::tsdb::{AppendRequest, Metadata, SeriesSamples};
 
 /// The header in which a sender names its remote-write protocol version.
@@ -110,7 +110,7 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
     };
     let mut first_error = v.rejected.into_iter().next();
     if !req.series.is_empty() || !req.metadata.is_empty() {
-        match crate::cluster::routing::write(&node, req).await {
+        match crate::cluster::routing::write(&node.router, req).await {
             Ok(res) => {
                 if first_error.is_none() {
                     first_error = res.first_error;

@@ -18,7 +18,7 @@ use std::time::Instant;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use crate::kv::{Kv, KvTree, SledKv};
+use crate::kv::{Kv, KvTree};
 
 use super::{Entry, LogId, TypeConfig, Vote};
 
@@ -95,11 +95,6 @@ pub fn decode_entry(b: &[u8]) -> io::Result<Entry> {
 }
 
 impl LogStore {
-    /// Opens the log trees of the sled database `db` and starts the flusher thread.
-    pub fn open(db: &sled::Db) -> io::Result<Self> {
-        Self::open_kv(Arc::new(SledKv(db.clone())))
-    }
-
     /// Opens the log trees of `db`; starts the flusher thread unless the
     /// store's I/O is inline ([`Kv::inline_io`]).
     pub fn open_kv(db: Arc<dyn Kv>) -> io::Result<Self> {
