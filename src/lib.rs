@@ -17,13 +17,14 @@
 //! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
-//! | `raft` | `tsdb`, `kv` |
+//! | `raft` | `tsdb`, `kv`, `codec` |
 //! | `promql` | `tsdb` |
-//! | `tsdb` | `kv` |
+//! | `tsdb` | `kv`, `codec` |
 //! | `kv` | nothing |
 //! | `config` | nothing |
 //! | `metrics` | nothing |
 //! | `prompb` | nothing |
+//! | `codec` | nothing |
 //! | `sim_bugs` | nothing (any module may use it) |
 //!
 //! - [`api`]: the axum HTTP server. Remote write in (`api::write`, pure
@@ -53,7 +54,8 @@
 //!   Raft log store and the TSDB store. sled is private to it.
 //! - Leaves: [`config`] (the validated configuration, values and bounds
 //!   only), [`metrics`] (the node's own metrics), [`prompb`] (the
-//!   remote-write 1.0 protobuf messages).
+//!   remote-write 1.0 protobuf messages), [`codec`] (the one bincode
+//!   configuration every persisted or sent value goes through).
 //! - Tools on top: [`cli`] (client-side commands: cluster administration,
 //!   the demo) and [`bench`] (load generators and micro-benchmarks of the
 //!   `promraft bench` commands).
@@ -65,6 +67,7 @@ pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub mod kv;
 pub mod metrics;

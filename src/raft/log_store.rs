@@ -60,14 +60,10 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn bincode_cfg() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
 /// Encodes an entry as stored: CRC then bincode.
 pub fn encode_entry(e: &Entry) -> io::Result<Vec<u8>> {
     let mut out = vec![0u8; 4];
-    bincode::serde::encode_into_std_write(e, &mut out, bincode_cfg()).map_err(io_err)?;
+    crate::codec::encode_into_std_write(e, &mut out).map_err(io_err)?;
     let crc = crc32fast::hash(&out[4..]);
     out[..4].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
@@ -89,7 +85,7 @@ pub fn decode_entry(b: &[u8]) -> io::Result<Entry> {
             format!("log entry checksum mismatch: stored {want:08x}, computed {got:08x}"),
         ));
     }
-    let (e, _) = bincode::serde::decode_from_slice(&b[4..], bincode_cfg())
+    let (e, _) = crate::codec::decode_from_slice(&b[4..])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log entry: {e}")))?;
     Ok(e)
 }
@@ -155,13 +151,13 @@ impl LogStore {
         let Some(v) = self.meta.get(key)? else {
             return Ok(None);
         };
-        let (t, _) = bincode::serde::decode_from_slice(&v, bincode_cfg())
+        let (t, _) = crate::codec::decode_from_slice(&v)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("raft meta {key:?}: {e}")))?;
         Ok(Some(t))
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
-        let b = bincode::serde::encode_to_vec(v, bincode_cfg()).map_err(io_err)?;
+        let b = crate::codec::encode_to_vec(v).map_err(io_err)?;
         self.meta.insert(key, b.into())?;
         Ok(())
     }

@@ -48,7 +48,7 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 pub fn checkpoint_log_id(db: &Db) -> io::Result<Option<LogId>> {
     match db.checkpoint_upper().map_err(io_err)? {
         Some(b) => {
-            let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(&b, bincode::config::standard())
+            let (upper, _): (Upper, usize) = crate::codec::decode_from_slice(&b)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
             Ok(upper.applied)
         }
@@ -59,7 +59,7 @@ pub fn checkpoint_log_id(db: &Db) -> io::Result<Option<LogId>> {
 /// Decodes the Raft state kept with a checkpoint: the applied log id and
 /// the membership (for backups and restore).
 pub fn decode_upper(b: &[u8]) -> io::Result<(Option<LogId>, StoredMembership)> {
-    let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(b, bincode::config::standard())
+    let (upper, _): (Upper, usize) = crate::codec::decode_from_slice(b)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
     Ok((upper.applied, upper.membership))
 }
@@ -67,8 +67,7 @@ pub fn decode_upper(b: &[u8]) -> io::Result<(Option<LogId>, StoredMembership)> {
 /// Encodes the Raft state kept with a checkpoint (restore writes a new one:
 /// the backup's applied log id with a one-member membership).
 pub fn encode_upper(applied: Option<LogId>, membership: StoredMembership) -> Vec<u8> {
-    bincode::serde::encode_to_vec(&Upper { applied, membership }, bincode::config::standard())
-        .expect("encoding to a Vec cannot fail")
+    crate::codec::encode_to_vec(&Upper { applied, membership }).expect("encoding to a Vec cannot fail")
 }
 
 /// Applied progress others can wait on.
@@ -98,7 +97,7 @@ impl StateMachine {
     ) -> io::Result<Self> {
         let upper: Upper = match db.checkpoint_upper().map_err(io_err)? {
             Some(b) => {
-                bincode::serde::decode_from_slice(&b, bincode::config::standard())
+                crate::codec::decode_from_slice(&b)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?
                     .0
             }
@@ -126,7 +125,7 @@ impl StateMachine {
             applied: self.applied,
             membership: self.membership.clone(),
         };
-        bincode::serde::encode_to_vec(&u, bincode::config::standard()).expect("encoding to a Vec cannot fail")
+        crate::codec::encode_to_vec(&u).expect("encoding to a Vec cannot fail")
     }
 
     /// Writes a checkpoint of everything applied so far.
@@ -273,11 +272,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await??;
         let _ = std::fs::remove_file(&path);
         let upper: Upper = match upper {
-            Some(b) => {
-                bincode::serde::decode_from_slice(&b, bincode::config::standard())
-                    .map_err(io_err)?
-                    .0
-            }
+            Some(b) => crate::codec::decode_from_slice(&b).map_err(io_err)?.0,
             None => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,

@@ -60,10 +60,6 @@ pub struct CheckpointMeta {
     pub next_block_id: u64,
 }
 
-fn bincode_cfg() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
 fn key(prefix: u8, id: SeriesId, seq: Option<u32>) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(prefix);
@@ -142,8 +138,8 @@ impl Store {
         let Some(v) = self.tree.get(KEY_META)? else {
             return Ok(None);
         };
-        let (m, _): (CheckpointMeta, usize) = bincode::serde::decode_from_slice(&v, bincode_cfg())
-            .map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
+        let (m, _): (CheckpointMeta, usize) =
+            crate::codec::decode_from_slice(&v).map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
         if m.version > CHECKPOINT_FORMAT_VERSION {
             return Err(Error::Corrupt(format!(
                 "checkpoint format version {} is newer than this binary supports ({CHECKPOINT_FORMAT_VERSION})",
@@ -158,7 +154,7 @@ impl Store {
         let Some(meta) = self.meta()? else { return Ok(None) };
         let metadata: Vec<Metadata> = match self.tree.get(KEY_METADATA)? {
             Some(v) => {
-                bincode::serde::decode_from_slice(&v, bincode_cfg())
+                crate::codec::decode_from_slice(&v)
                     .map_err(|e| Error::Corrupt(format!("metadata: {e}")))?
                     .0
             }
@@ -294,7 +290,7 @@ impl Store {
             }
         }
         if let Some(m) = &delta.metadata {
-            let v = bincode::serde::encode_to_vec(m, bincode_cfg()).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let v = crate::codec::encode_to_vec(m).map_err(|e| Error::Corrupt(e.to_string()))?;
             batch.push((KEY_METADATA.to_vec(), Some(v.into())));
         }
         let meta = CheckpointMeta {
@@ -304,7 +300,7 @@ impl Store {
             min_valid_t: delta.min_valid_t,
             next_block_id,
         };
-        let v = bincode::serde::encode_to_vec(&meta, bincode_cfg()).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let v = crate::codec::encode_to_vec(&meta).map_err(|e| Error::Corrupt(e.to_string()))?;
         batch.push((KEY_META.to_vec(), Some(v.into())));
         // One flush covers the block trees and the batch; sled recovers a
         // prefix of writes in order, so the batch never survives without
@@ -620,12 +616,12 @@ const _: () = assert!(OPEN_STATE_SHARDS <= 256, "shard ids are one byte");
 
 fn encode_labels(l: &Labels) -> Vec<u8> {
     let pairs: Vec<(&str, &str)> = l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
-    bincode::serde::encode_to_vec(&pairs, bincode_cfg()).expect("encoding strings to a Vec cannot fail")
+    crate::codec::encode_to_vec(&pairs).expect("encoding strings to a Vec cannot fail")
 }
 
 fn decode_labels(b: &[u8]) -> Result<Labels, Error> {
-    let (pairs, _): (Vec<(String, String)>, usize) = bincode::serde::decode_from_slice(b, bincode_cfg())
-        .map_err(|e| Error::Corrupt(format!("series labels: {e}")))?;
+    let (pairs, _): (Vec<(String, String)>, usize) =
+        crate::codec::decode_from_slice(b).map_err(|e| Error::Corrupt(format!("series labels: {e}")))?;
     let v: Vec<Label> = pairs.into_iter().map(|(name, value)| Label { name, value }).collect();
     if !v.windows(2).all(|w| w[0].name < w[1].name) {
         return Err(Error::Corrupt("series labels not sorted".into()));
@@ -728,7 +724,7 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
                 } else {
                     match k.first() {
                         _ if k == KEY_META => {
-                            let (m, _): (CheckpointMeta, usize) = bincode::serde::decode_from_slice(&v, bincode_cfg())
+                            let (m, _): (CheckpointMeta, usize) = crate::codec::decode_from_slice(&v)
                                 .map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
                             if m.version > CHECKPOINT_FORMAT_VERSION {
                                 return Err(Error::Corrupt(format!(

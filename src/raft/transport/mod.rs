@@ -232,7 +232,7 @@ pub(crate) fn request<T>(msg: T, deadline: Duration) -> tonic::Request<T> {
 
 /// Encodes a value for a `bytes` field.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Bytes, Error> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard())
+    crate::codec::encode_to_vec(v)
         .map(Bytes::from)
         .map_err(|e| Error::Malformed(format!("encoding: {e}")))
 }
@@ -245,8 +245,8 @@ pub(crate) fn decode<T: DeserializeOwned>(format: u32, b: &[u8], what: &str) -> 
             "{what}: wire format {format}, this node speaks {WIRE_FORMAT}"
         )));
     }
-    let cfg = bincode::config::standard().with_limit::<MESSAGE_BYTES_MAX>();
-    let (v, used) = bincode::serde::decode_from_slice(b, cfg).map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
+    let (v, used) = crate::codec::decode_from_slice_limited::<_, MESSAGE_BYTES_MAX>(b)
+        .map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
     if used != b.len() {
         return Err(Error::Malformed(format!(
             "{what}: {} trailing bytes after the message",
