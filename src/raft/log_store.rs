@@ -60,35 +60,7 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Encodes an entry as stored: CRC then bincode.
-pub fn encode_entry(e: &Entry) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; 4];
-    crate::codec::encode_into_std_write(e, &mut out).map_err(io_err)?;
-    let crc = crc32fast::hash(&out[4..]);
-    out[..4].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
-}
-
-/// Decodes a stored entry, checking its CRC.
-pub fn decode_entry(b: &[u8]) -> io::Result<Entry> {
-    if b.len() < 4 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "log entry shorter than its checksum",
-        ));
-    }
-    let want = u32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
-    let got = crc32fast::hash(&b[4..]);
-    if want != got {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("log entry checksum mismatch: stored {want:08x}, computed {got:08x}"),
-        ));
-    }
-    let (e, _) = crate::codec::decode_from_slice(&b[4..])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log entry: {e}")))?;
-    Ok(e)
-}
+pub use super::entry_format::{decode_entry, encode_entry};
 
 impl LogStore {
     /// Opens the log trees of `db`; starts the flusher thread unless the
