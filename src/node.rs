@@ -178,6 +178,7 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
             max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
             install_snapshot_timeout: 60_000,
+            max_payload_entries: crate::raft::transport::APPEND_ENTRIES_PER_MESSAGE_MAX,
             // After a crash, a restarted leader must win a new election.
             // openraft would otherwise restore its leadership at once, with
             // the commit index read back from the log store, which promraft

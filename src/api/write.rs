@@ -19,6 +19,10 @@ use super::{remote_write, write_media};
 use crate::cluster::batcher::CommitError;
 use crate::tsdb::{AppendRequest, Metadata, SeriesSamples};
 
+// A forwarded write (the decoded request, re-encoded for the leader) fits
+// in one Raft RPC message.
+const _: () = assert!(remote_write::WRITE_DECODED_BYTES_MAX <= crate::raft::transport::MESSAGE_BYTES_MAX);
+
 /// The header in which a sender names its remote-write protocol version.
 const REMOTE_WRITE_VERSION: &str = "x-prometheus-remote-write-version";
 
@@ -77,7 +81,7 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
             );
         }
     };
-    let decoded = match remote_write::decode(&bytes) {
+    let decoded = match remote_write::decode(&bytes, limit) {
         Ok(d) => d,
         Err(e) => {
             let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);

@@ -45,12 +45,21 @@ pub mod proto {
 /// when openraft's or promraft's serialized types change shape.
 pub const WIRE_FORMAT: u32 = 1;
 
+/// Most entries one AppendEntries carries (openraft's `max_payload_entries`,
+/// set from this in `node.rs`; 300 is openraft's default).
+pub const APPEND_ENTRIES_PER_MESSAGE_MAX: u64 = 300;
+
 /// Largest gRPC message either side encodes or decodes. An AppendEntries
-/// carries at most openraft's `max_payload_entries` (300 by default) entries
-/// of at most `ENTRY_PAYLOAD_BYTES_MAX` (96 KiB) each, about 29 MiB; a
-/// forwarded write is bounded by the HTTP body limit. 64 MiB leaves room
-/// for both and still stops a corrupt length from allocating without bound.
+/// carries at most [`APPEND_ENTRIES_PER_MESSAGE_MAX`] entries of at most
+/// `ENTRY_PAYLOAD_BYTES_MAX` (96 KiB) each, about 29 MiB; a forwarded write
+/// is bounded by the decoded remote-write limit (64 MiB, asserted in
+/// `api::write`). 64 MiB leaves room for both and still stops a corrupt
+/// length from allocating without bound.
 pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+const _: () = assert!(
+    APPEND_ENTRIES_PER_MESSAGE_MAX as usize * crate::raft::command::ENTRY_PAYLOAD_BYTES_MAX < MESSAGE_BYTES_MAX
+);
 
 /// Bytes of export data per snapshot message: large enough that framing
 /// costs nothing, small enough that a few in flight stay cheap in memory.
