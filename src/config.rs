@@ -5,9 +5,20 @@
 //! command-line flags. [`Config::validate`] rejects bad values at start with
 //! the field's name and the allowed range, so a node never runs half
 //! configured. Every option is documented in deploy/promraft.example.yaml.
+//!
+//! This module is a leaf of the crate map: it holds values and their bounds
+//! and calls into no other module of the crate. Durations are
+//! [`std::time::Duration`] in memory and Prometheus duration strings (`15d`,
+//! `1m`) in the file, so the unit is in the type and in the value; the
+//! integer timings of `raft` and `write` carry `_ms` in their names.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +45,18 @@ pub enum ConfigError {
     },
 }
 
+/// Why a string is not a Prometheus duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(String);
+
 /// Parses a Prometheus-style duration: `100ms`, `30s`, `5m`, `2h`, `15d`,
 /// `1w`, `1y`, or combinations like `1h30m`. Returns milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+pub fn parse_duration_ms(s: &str) -> Result<i64, DurationError> {
     let s = s.trim();
+    let fail = |m: String| Err(DurationError(m));
     if s.is_empty() {
-        return Err("empty duration".into());
+        return fail("empty duration".into());
     }
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -50,9 +67,11 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!("{s:?} is not a duration (expected e.g. 30s, 5m, 2h, 15d)"));
+            return fail(format!("{s:?} is not a duration (expected e.g. 30s, 5m, 2h, 15d)"));
         }
-        let n: i64 = s[start..i].parse().map_err(|_| format!("{s:?}: number too large"))?;
+        let Ok(n) = s[start..i].parse::<i64>() else {
+            return fail(format!("{s:?}: number too large"));
+        };
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -65,28 +84,205 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
             "d" => 86_400_000,
             "w" => 7 * 86_400_000,
             "y" => 365 * 86_400_000,
-            u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h, d, w, y)")),
+            u => return fail(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h, d, w, y)")),
         };
-        total = n
-            .checked_mul(unit_ms)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?}: duration too large"))?;
+        match n.checked_mul(unit_ms).and_then(|v| total.checked_add(v)) {
+            Some(t) => total = t,
+            None => return fail(format!("{s:?}: duration too large")),
+        }
     }
     Ok(total)
 }
 
+/// Parses a Prometheus-style duration (see [`parse_duration_ms`]).
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    // parse_duration_ms accepts digits and units only, so the result is
+    // never negative.
+    parse_duration_ms(s).map(|ms| Duration::from_millis(ms.unsigned_abs()))
+}
+
+/// Writes a duration in the largest Prometheus unit that divides it
+/// exactly (`15d`, `1m`, `250ms`), as the file spells it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms > 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 mod duration_serde {
+    use std::time::Duration;
+
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{ms}ms"))
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        super::parse_duration_ms(&s).map_err(serde::de::Error::custom)
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
+
+/// Why an `initial_cluster` list is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InitialClusterError(String);
+
+/// The members of a new cluster: node id to Raft address, parsed once from
+/// `1=host:port,2=host:port,...`. Empty means a one-member cluster. The
+/// file, `PROMRAFT_INITIAL_CLUSTER` and `--initial-cluster` all spell it as
+/// that string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitialCluster(BTreeMap<u64, String>);
+
+impl InitialCluster {
+    /// Parses a non-empty list; a blank string is an error here (use
+    /// [`str::parse`] to accept blank as "no list").
+    pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, InitialClusterError> {
+        let fail = |m: String| Err(InitialClusterError(m));
+        let mut out = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((id, addr)) = part.split_once('=') else {
+                return fail(format!("{part:?} is not id=host:port (expected e.g. 1=10.0.0.1:9190)"));
+            };
+            let Ok(id) = id.trim().parse::<u64>() else {
+                return fail(format!("{id:?} in {part:?} is not a node id (a positive integer)"));
+            };
+            if id == 0 {
+                return fail(format!("node id 0 in {part:?} is not allowed (ids start at 1)"));
+            }
+            let addr = addr.trim();
+            if !is_host_port(addr) {
+                return fail(format!("{addr:?} in {part:?} is not host:port"));
+            }
+            if out.insert(id, addr.to_string()).is_some() {
+                return fail(format!("node id {id} is listed twice"));
+            }
+        }
+        if out.is_empty() {
+            return fail("the list is empty".into());
+        }
+        Ok(out)
+    }
+
+    /// No list: this node starts a one-member cluster.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Node id to Raft address, in id order.
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.0
+    }
+}
+
+impl FromStr for InitialCluster {
+    type Err = InitialClusterError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Ok(InitialCluster::default());
+        }
+        InitialCluster::parse_members(s).map(InitialCluster)
+    }
+}
+
+impl fmt::Display for InitialCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (id, addr)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{id}={addr}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for InitialCluster {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for InitialCluster {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `host:port` with a non-empty host and a valid port.
+fn is_host_port(addr: &str) -> bool {
+    addr.parse::<SocketAddr>().is_ok()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// The bounds `validate` enforces. Each is used where it is checked and
+/// also writes the error text, so the message can never disagree with the
+/// check.
+pub mod bounds {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    /// `node_id`: ids start at 1 (0 means "no node" to openraft users).
+    pub const NODE_ID_MIN: u64 = 1;
+    /// `storage.retention`: shorter would drop data before a checkpoint
+    /// could even hold it.
+    pub const RETENTION_MIN: Duration = Duration::from_secs(60);
+    /// `storage.checkpoint_interval`: under a second checkpoints would
+    /// compete with apply; over an hour the replay after a crash grows long.
+    pub const CHECKPOINT_INTERVAL: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_secs(1), Duration::from_secs(3_600));
+    /// `storage.checkpoint_entries`.
+    pub const CHECKPOINT_ENTRIES: RangeInclusive<u64> = RangeInclusive::new(10, 10_000_000);
+    /// `storage.log_entries_kept`: at most this many.
+    pub const LOG_ENTRIES_KEPT_MAX: u64 = 10_000_000;
+    /// `storage.cache_bytes`: at least 1 MiB, or sled thrashes.
+    pub const CACHE_BYTES_MIN: u64 = 1 << 20;
+    /// `raft.heartbeat_interval_ms`.
+    pub const HEARTBEAT_INTERVAL_MS: RangeInclusive<u64> = RangeInclusive::new(10, 10_000);
+    /// `write.body_bytes_max`. The top is the decoder's own ceiling
+    /// ([`WRITE_BODY_BYTES_MAX`]), so a configured limit is always the one
+    /// enforced.
+    pub const BODY_BYTES: RangeInclusive<usize> = RangeInclusive::new(1024, WRITE_BODY_BYTES_MAX);
+    /// `write.entry_samples_max`.
+    pub const ENTRY_SAMPLES: RangeInclusive<usize> = RangeInclusive::new(1, 1_000_000);
+    /// `write.entry_series_max`.
+    pub const ENTRY_SERIES: RangeInclusive<usize> = RangeInclusive::new(1, 100_000);
+    /// `write.batch_linger_ms`: a second of linger is already a second of
+    /// latency on every write.
+    pub const BATCH_LINGER_MS: RangeInclusive<u64> = RangeInclusive::new(0, 1_000);
+    /// `write.queue_requests_max`.
+    pub const QUEUE_REQUESTS: RangeInclusive<usize> = RangeInclusive::new(1, 1_000_000);
+    /// `write.entries_in_flight_max`.
+    pub const ENTRIES_IN_FLIGHT: RangeInclusive<usize> = RangeInclusive::new(1, 1_024);
+    /// `write.commit_timeout_ms`.
+    pub const COMMIT_TIMEOUT_MS: RangeInclusive<u64> = RangeInclusive::new(100, 600_000);
+    /// `query.samples_max`: at least one.
+    pub const QUERY_SAMPLES_MIN: usize = 1;
+    /// `query.timeout`.
+    pub const QUERY_TIMEOUT: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_millis(1), Duration::from_secs(3_600));
+    /// `query.concurrency_max`.
+    pub const QUERY_CONCURRENCY: RangeInclusive<usize> = RangeInclusive::new(1, 10_000);
+
+    /// Largest remote-write body (compressed) any configuration may accept,
+    /// bytes. Prometheus's own sender keeps requests to
+    /// `max_samples_per_send` (2,000 by default), well under 1 MiB
+    /// compressed; 32 MiB leaves room for senders configured with very large
+    /// batches while bounding what one request can make a node buffer.
+    pub const WRITE_BODY_BYTES_MAX: usize = 32 << 20;
+}
+
+pub use bounds::WRITE_BODY_BYTES_MAX;
 
 /// Storage options.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,13 +290,13 @@ mod duration_serde {
 pub struct StorageConfig {
     /// How long samples are kept (`retention`, e.g. `15d`).
     #[serde(with = "duration_serde")]
-    pub retention: i64,
+    pub retention: Duration,
     /// Out-of-order window (`out_of_order_window`, e.g. `10m`; `0s` = off).
     #[serde(with = "duration_serde")]
-    pub out_of_order_window: i64,
+    pub out_of_order_window: Duration,
     /// How often the head is checkpointed (`checkpoint_interval`).
     #[serde(with = "duration_serde")]
-    pub checkpoint_interval: i64,
+    pub checkpoint_interval: Duration,
     /// Checkpoint after this many log entries even before the interval.
     pub checkpoint_entries: u64,
     /// Log entries kept behind a checkpoint, so a briefly lagging follower
@@ -113,13 +309,52 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            retention: 15 * 86_400_000,
-            out_of_order_window: 0,
-            checkpoint_interval: 60_000,
+            retention: Duration::from_secs(15 * 86_400),
+            out_of_order_window: Duration::ZERO,
+            checkpoint_interval: Duration::from_secs(60),
             checkpoint_entries: 20_000,
             log_entries_kept: 1_000,
             cache_bytes: 64 << 20,
         }
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        use bounds::*;
+        if self.retention < RETENTION_MIN {
+            return Err(below("storage.retention", fd(self.retention), fd(RETENTION_MIN)));
+        }
+        if self.out_of_order_window > self.retention {
+            return Err(invalid(
+                "storage.out_of_order_window",
+                fd(self.out_of_order_window),
+                "must be between 0s and the retention",
+            ));
+        }
+        let ci = &CHECKPOINT_INTERVAL;
+        if !ci.contains(&self.checkpoint_interval) {
+            let (lo, hi) = (fd(*ci.start()), fd(*ci.end()));
+            return Err(outside(
+                "storage.checkpoint_interval",
+                fd(self.checkpoint_interval),
+                lo,
+                hi,
+            ));
+        }
+        in_range(
+            "storage.checkpoint_entries",
+            self.checkpoint_entries,
+            &CHECKPOINT_ENTRIES,
+        )?;
+        if self.log_entries_kept > LOG_ENTRIES_KEPT_MAX {
+            let allowed = format!("must be at most {LOG_ENTRIES_KEPT_MAX}");
+            return Err(invalid("storage.log_entries_kept", self.log_entries_kept, &allowed));
+        }
+        if self.cache_bytes < CACHE_BYTES_MIN {
+            return Err(below("storage.cache_bytes", self.cache_bytes, CACHE_BYTES_MIN));
+        }
+        Ok(())
     }
 }
 
@@ -145,11 +380,38 @@ impl Default for RaftConfig {
     }
 }
 
+impl RaftConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        in_range(
+            "raft.heartbeat_interval_ms",
+            self.heartbeat_interval_ms,
+            &bounds::HEARTBEAT_INTERVAL_MS,
+        )?;
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                self.election_timeout_min_ms,
+                "must be larger than raft.heartbeat_interval_ms",
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                self.election_timeout_max_ms,
+                "must be larger than raft.election_timeout_min_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Write path limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WriteConfig {
-    /// Largest compressed remote-write body, bytes (413 past it).
+    /// Largest compressed remote-write body, bytes (413 past it). The HTTP
+    /// layer reads at most this much and the decoder refuses more, with
+    /// this same value.
     pub body_bytes_max: usize,
     /// Most samples one log entry carries (group commit bound).
     pub entry_samples_max: usize,
@@ -168,7 +430,7 @@ pub struct WriteConfig {
 impl Default for WriteConfig {
     fn default() -> Self {
         WriteConfig {
-            body_bytes_max: 32 << 20,
+            body_bytes_max: WRITE_BODY_BYTES_MAX,
             entry_samples_max: 4_000,
             entry_series_max: 1_000,
             batch_linger_ms: 0,
@@ -176,6 +438,24 @@ impl Default for WriteConfig {
             entries_in_flight_max: 32,
             commit_timeout_ms: 10_000,
         }
+    }
+}
+
+impl WriteConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        use bounds::*;
+        in_range("write.body_bytes_max", self.body_bytes_max, &BODY_BYTES)?;
+        in_range("write.entry_samples_max", self.entry_samples_max, &ENTRY_SAMPLES)?;
+        in_range("write.entry_series_max", self.entry_series_max, &ENTRY_SERIES)?;
+        in_range("write.batch_linger_ms", self.batch_linger_ms, &BATCH_LINGER_MS)?;
+        in_range("write.queue_requests_max", self.queue_requests_max, &QUEUE_REQUESTS)?;
+        in_range(
+            "write.entries_in_flight_max",
+            self.entries_in_flight_max,
+            &ENTRIES_IN_FLIGHT,
+        )?;
+        in_range("write.commit_timeout_ms", self.commit_timeout_ms, &COMMIT_TIMEOUT_MS)?;
+        Ok(())
     }
 }
 
@@ -187,27 +467,57 @@ pub struct QueryConfig {
     pub samples_max: usize,
     /// Default and largest query timeout.
     #[serde(with = "duration_serde")]
-    pub timeout: i64,
+    pub timeout: Duration,
     /// Queries evaluated at once; more wait, then fail with 503.
     pub concurrency_max: usize,
     /// Default lookback delta.
     #[serde(with = "duration_serde")]
-    pub lookback_delta: i64,
+    pub lookback_delta: Duration,
     /// A follower serving `consistency=local` reads fails with 503 if it has
     /// heard from no leader for longer than this.
     #[serde(with = "duration_serde")]
-    pub max_staleness: i64,
+    pub max_staleness: Duration,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             samples_max: 50_000_000,
-            timeout: 120_000,
+            timeout: Duration::from_secs(120),
             concurrency_max: 20,
-            lookback_delta: 300_000,
-            max_staleness: 10_000,
+            lookback_delta: Duration::from_secs(300),
+            max_staleness: Duration::from_secs(10),
         }
+    }
+}
+
+impl QueryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        use bounds::*;
+        if self.samples_max < QUERY_SAMPLES_MIN {
+            return Err(below("query.samples_max", self.samples_max, QUERY_SAMPLES_MIN));
+        }
+        let qt = &QUERY_TIMEOUT;
+        if !qt.contains(&self.timeout) {
+            return Err(outside(
+                "query.timeout",
+                fd(self.timeout),
+                fd(*qt.start()),
+                fd(*qt.end()),
+            ));
+        }
+        in_range("query.concurrency_max", self.concurrency_max, &QUERY_CONCURRENCY)?;
+        for (field, d) in [
+            ("query.lookback_delta", self.lookback_delta),
+            ("query.max_staleness", self.max_staleness),
+        ] {
+            // A whole millisecond at least: PromQL and the staleness check
+            // count in milliseconds.
+            if d.as_millis() == 0 {
+                return Err(invalid(field, fd(d), "must be positive"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -224,9 +534,9 @@ pub struct Config {
     /// Raft listen address (also what peers dial).
     pub raft_addr: String,
     /// Members of a new cluster, `1=host:port,2=host:port,...` (Raft
-    /// addresses). Empty: a one-member cluster. Ignored once the node holds
-    /// Raft state.
-    pub initial_cluster: String,
+    /// addresses), parsed when the file, variable or flag is read. Empty:
+    /// a one-member cluster. Ignored once the node holds Raft state.
+    pub initial_cluster: InitialCluster,
     /// Storage.
     pub storage: StorageConfig,
     /// Raft timing.
@@ -244,7 +554,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             http_addr: "127.0.0.1:9090".into(),
             raft_addr: "127.0.0.1:9190".into(),
-            initial_cluster: String::new(),
+            initial_cluster: InitialCluster::default(),
             storage: StorageConfig::default(),
             raft: RaftConfig::default(),
             write: WriteConfig::default(),
@@ -259,6 +569,31 @@ fn invalid(field: &'static str, value: impl ToString, allowed: &str) -> ConfigEr
         value: value.to_string(),
         allowed: allowed.to_string(),
     }
+}
+
+/// A duration as the error text shows it.
+fn fd(d: Duration) -> String {
+    format_duration(d)
+}
+
+fn below(field: &'static str, value: impl ToString, min: impl fmt::Display) -> ConfigError {
+    invalid(field, value, &format!("must be at least {min}"))
+}
+
+fn outside(field: &'static str, value: impl ToString, lo: impl fmt::Display, hi: impl fmt::Display) -> ConfigError {
+    invalid(field, value, &format!("must be between {lo} and {hi}"))
+}
+
+/// Checks `value` against a bound; the message is written from the bound.
+fn in_range<T: PartialOrd + fmt::Display>(
+    field: &'static str,
+    value: T,
+    range: &RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(outside(field, value, range.start(), range.end()))
 }
 
 /// The environment variables [`Config::apply_env`] reads, each overriding
@@ -312,192 +647,48 @@ impl Config {
             self.raft_addr = v.trim().to_string();
         }
         if let Some(v) = get("PROMRAFT_INITIAL_CLUSTER") {
-            self.initial_cluster = v.trim().to_string();
+            self.initial_cluster = v
+                .parse()
+                .map_err(|e: InitialClusterError| bad("PROMRAFT_INITIAL_CLUSTER", v.clone(), &e.to_string()))?;
         }
         if let Some(v) = get("PROMRAFT_RETENTION") {
-            self.storage.retention = parse_duration_ms(&v).map_err(|e| bad("PROMRAFT_RETENTION", v.clone(), &e))?;
+            self.storage.retention =
+                parse_duration(&v).map_err(|e| bad("PROMRAFT_RETENTION", v.clone(), &e.to_string()))?;
         }
         if let Some(v) = get("PROMRAFT_OUT_OF_ORDER_WINDOW") {
             self.storage.out_of_order_window =
-                parse_duration_ms(&v).map_err(|e| bad("PROMRAFT_OUT_OF_ORDER_WINDOW", v.clone(), &e))?;
+                parse_duration(&v).map_err(|e| bad("PROMRAFT_OUT_OF_ORDER_WINDOW", v.clone(), &e.to_string()))?;
         }
         Ok(())
     }
 
-    /// Checks every value; the error names the field and the allowed range.
+    /// Checks every value, one section at a time; the error names the field
+    /// and the allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id == 0 {
-            return Err(invalid("node_id", self.node_id, "must be at least 1"));
+        self.validate_node()?;
+        self.storage.validate()?;
+        self.raft.validate()?;
+        self.write.validate()?;
+        self.query.validate()
+    }
+
+    /// The top-level fields: identity, addresses, the member list.
+    fn validate_node(&self) -> Result<(), ConfigError> {
+        if self.node_id < bounds::NODE_ID_MIN {
+            return Err(below("node_id", self.node_id, bounds::NODE_ID_MIN));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "\"\"", "must be a directory path"));
         }
         for (field, addr) in [("http_addr", &self.http_addr), ("raft_addr", &self.raft_addr)] {
-            if addr.parse::<SocketAddr>().is_err()
-                && !addr
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-            {
+            if !is_host_port(addr) {
                 return Err(invalid(field, addr, "must be host:port, e.g. 127.0.0.1:9090"));
             }
         }
-        if !self.initial_cluster.is_empty() {
-            let m = crate::cluster::bootstrap::parse_initial_cluster(&self.initial_cluster)
-                .map_err(|e| invalid("initial_cluster", &self.initial_cluster, &e))?;
-            if !m.contains_key(&self.node_id) {
-                return Err(invalid(
-                    "initial_cluster",
-                    &self.initial_cluster,
-                    &format!("must list this node's id {}", self.node_id),
-                ));
-            }
-        }
-        let s = &self.storage;
-        if s.retention < 60_000 {
-            return Err(invalid(
-                "storage.retention",
-                format!("{}ms", s.retention),
-                "must be at least 1m",
-            ));
-        }
-        if s.out_of_order_window < 0 || s.out_of_order_window > s.retention {
-            return Err(invalid(
-                "storage.out_of_order_window",
-                format!("{}ms", s.out_of_order_window),
-                "must be between 0s and the retention",
-            ));
-        }
-        if !(1_000..=3_600_000).contains(&s.checkpoint_interval) {
-            return Err(invalid(
-                "storage.checkpoint_interval",
-                format!("{}ms", s.checkpoint_interval),
-                "must be between 1s and 1h",
-            ));
-        }
-        if !(10..=10_000_000).contains(&s.checkpoint_entries) {
-            return Err(invalid(
-                "storage.checkpoint_entries",
-                s.checkpoint_entries,
-                "must be between 10 and 10000000",
-            ));
-        }
-        if s.log_entries_kept > 10_000_000 {
-            return Err(invalid(
-                "storage.log_entries_kept",
-                s.log_entries_kept,
-                "must be at most 10000000",
-            ));
-        }
-        if s.cache_bytes < (1 << 20) {
-            return Err(invalid(
-                "storage.cache_bytes",
-                s.cache_bytes,
-                "must be at least 1048576 (1 MiB)",
-            ));
-        }
-        let r = &self.raft;
-        if !(10..=10_000).contains(&r.heartbeat_interval_ms) {
-            return Err(invalid(
-                "raft.heartbeat_interval_ms",
-                r.heartbeat_interval_ms,
-                "must be between 10 and 10000",
-            ));
-        }
-        if r.election_timeout_min_ms <= r.heartbeat_interval_ms {
-            return Err(invalid(
-                "raft.election_timeout_min_ms",
-                r.election_timeout_min_ms,
-                "must be larger than raft.heartbeat_interval_ms",
-            ));
-        }
-        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
-            return Err(invalid(
-                "raft.election_timeout_max_ms",
-                r.election_timeout_max_ms,
-                "must be larger than raft.election_timeout_min_ms",
-            ));
-        }
-        let w = &self.write;
-        if !(1024..=(1 << 30)).contains(&w.body_bytes_max) {
-            return Err(invalid(
-                "write.body_bytes_max",
-                w.body_bytes_max,
-                "must be between 1024 and 1073741824",
-            ));
-        }
-        if !(1..=1_000_000).contains(&w.entry_samples_max) {
-            return Err(invalid(
-                "write.entry_samples_max",
-                w.entry_samples_max,
-                "must be between 1 and 1000000",
-            ));
-        }
-        if !(1..=100_000).contains(&w.entry_series_max) {
-            return Err(invalid(
-                "write.entry_series_max",
-                w.entry_series_max,
-                "must be between 1 and 100000",
-            ));
-        }
-        if w.batch_linger_ms > 1_000 {
-            return Err(invalid(
-                "write.batch_linger_ms",
-                w.batch_linger_ms,
-                "must be between 0 and 1000",
-            ));
-        }
-        if !(1..=1_000_000).contains(&w.queue_requests_max) {
-            return Err(invalid(
-                "write.queue_requests_max",
-                w.queue_requests_max,
-                "must be between 1 and 1000000",
-            ));
-        }
-        if !(1..=1_024).contains(&w.entries_in_flight_max) {
-            return Err(invalid(
-                "write.entries_in_flight_max",
-                w.entries_in_flight_max,
-                "must be between 1 and 1024",
-            ));
-        }
-        if !(100..=600_000).contains(&w.commit_timeout_ms) {
-            return Err(invalid(
-                "write.commit_timeout_ms",
-                w.commit_timeout_ms,
-                "must be between 100 and 600000",
-            ));
-        }
-        let q = &self.query;
-        if q.samples_max == 0 {
-            return Err(invalid("query.samples_max", q.samples_max, "must be at least 1"));
-        }
-        if !(1..=3_600_000).contains(&q.timeout) {
-            return Err(invalid(
-                "query.timeout",
-                format!("{}ms", q.timeout),
-                "must be between 1ms and 1h",
-            ));
-        }
-        if !(1..=10_000).contains(&q.concurrency_max) {
-            return Err(invalid(
-                "query.concurrency_max",
-                q.concurrency_max,
-                "must be between 1 and 10000",
-            ));
-        }
-        if q.lookback_delta <= 0 {
-            return Err(invalid(
-                "query.lookback_delta",
-                format!("{}ms", q.lookback_delta),
-                "must be positive",
-            ));
-        }
-        if q.max_staleness <= 0 {
-            return Err(invalid(
-                "query.max_staleness",
-                format!("{}ms", q.max_staleness),
-                "must be positive",
-            ));
+        let ic = &self.initial_cluster;
+        if !ic.is_empty() && !ic.members().contains_key(&self.node_id) {
+            let allowed = format!("must list this node's id {}", self.node_id);
+            return Err(invalid("initial_cluster", ic, &allowed));
         }
         Ok(())
     }
@@ -564,7 +755,7 @@ mod tests {
         assert_eq!(c.node_id, 2);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/promraft"));
         assert_eq!(c.raft_addr, "promraft-2:9190");
-        assert_eq!(c.storage.retention, 30 * 86_400_000);
+        assert_eq!(c.storage.retention, Duration::from_secs(30 * 86_400));
         // Blank counts as unset: the file's value stays.
         assert_eq!(c.http_addr, "0.0.0.0:9090");
         c.validate().unwrap();
@@ -600,6 +791,49 @@ mod tests {
             .apply_env(|k| (k == "PROMRAFT_RETENTION").then(|| "forever".to_string()))
             .unwrap_err();
         assert!(e.to_string().contains("PROMRAFT_RETENTION"), "{e}");
+    }
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_with_reasons() {
+        let m = InitialCluster::parse_members("1=127.0.0.1:1, 2=h:2,3=[::1]:3").unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&3], "[::1]:3");
+        let twice = InitialCluster::parse_members("1=a:1,1=b:2").unwrap_err();
+        assert!(twice.to_string().contains("twice"));
+        let id = InitialCluster::parse_members("x=a:1").unwrap_err();
+        assert!(id.to_string().contains("node id"));
+        assert!(InitialCluster::parse_members("0=a:1").is_err());
+        assert!(InitialCluster::parse_members("1=a").is_err());
+        assert!(InitialCluster::parse_members("").is_err());
+        // Blank means "no list" in the file, the variable and the flag.
+        assert_eq!("".parse::<InitialCluster>(), Ok(InitialCluster::default()));
+        let c: InitialCluster = "2=b:2,1=a:1".parse().unwrap();
+        assert_eq!(c.to_string(), "1=a:1,2=b:2");
+        let yaml: Config = serde_yaml::from_str("initial_cluster: 1=a:1,2=b:2\n").unwrap();
+        assert_eq!(yaml.initial_cluster, c);
+        assert!(serde_yaml::from_str::<Config>("initial_cluster: 1=a\n").is_err());
+    }
+
+    #[test]
+    fn bounds_write_the_error_text() {
+        let c = Config {
+            write: WriteConfig {
+                body_bytes_max: bounds::WRITE_BODY_BYTES_MAX + 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        let want = format!("must be between 1024 and {}", bounds::WRITE_BODY_BYTES_MAX);
+        assert!(e.contains("write.body_bytes_max") && e.contains(&want), "{e}");
+        let mut c = Config::default();
+        c.storage.checkpoint_interval = Duration::from_millis(10);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("10ms") && e.contains("must be between 1s and 1h"), "{e}");
+        let mut c = Config::default();
+        c.storage.retention = Duration::from_secs(1);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("must be at least 1m"), "{e}");
     }
 
     #[test]

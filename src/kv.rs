@@ -15,18 +15,56 @@
 //! [`KvTree::apply_batch`] is one write (all or nothing).
 
 use std::io;
+use std::ops::Deref;
+use std::path::Path;
 use std::sync::Arc;
 
-pub use sled::IVec;
+/// Bytes stored in a [`Kv`]: cheap to clone, and small values kept inline.
+/// It wraps sled's own buffer, so a value read from sled is not copied;
+/// sled stays private to this module.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct KvBytes(sled::IVec);
+
+impl Deref for KvBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for KvBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for KvBytes {
+    fn from(v: Vec<u8>) -> Self {
+        KvBytes(sled::IVec::from(v))
+    }
+}
+
+impl From<&[u8]> for KvBytes {
+    fn from(v: &[u8]) -> Self {
+        KvBytes(sled::IVec::from(v))
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for KvBytes {
+    fn from(v: &[u8; N]) -> Self {
+        KvBytes(sled::IVec::from(&v[..]))
+    }
+}
 
 /// A key and its value.
-pub type KvPair = (IVec, IVec);
+pub type KvPair = (KvBytes, KvBytes);
 
 /// An iterator over pairs in key order.
 pub type KvIter<'a> = Box<dyn Iterator<Item = io::Result<KvPair>> + 'a>;
 
 /// One change of an atomic batch: `Some` inserts, `None` removes.
-pub type BatchOp = (Vec<u8>, Option<IVec>);
+pub type BatchOp = (Vec<u8>, Option<KvBytes>);
 
 /// A store of named trees.
 pub trait Kv: Send + Sync + 'static {
@@ -50,9 +88,9 @@ pub trait Kv: Send + Sync + 'static {
 /// One ordered tree of a [`Kv`].
 pub trait KvTree: Send + Sync + 'static {
     /// The value under `key`.
-    fn get(&self, key: &[u8]) -> io::Result<Option<IVec>>;
+    fn get(&self, key: &[u8]) -> io::Result<Option<KvBytes>>;
     /// Sets `key` to `value`.
-    fn insert(&self, key: &[u8], value: IVec) -> io::Result<()>;
+    fn insert(&self, key: &[u8], value: KvBytes) -> io::Result<()>;
     /// Removes `key`.
     fn remove(&self, key: &[u8]) -> io::Result<()>;
     /// Removes every key.
@@ -82,7 +120,51 @@ fn io_err(e: sled::Error) -> io::Error {
 
 /// [`Kv`] on a sled database.
 #[derive(Clone)]
-pub struct SledKv(pub sled::Db);
+pub struct SledKv(sled::Db);
+
+/// How [`SledKv::open`] opens a sled database. The default is sled's own
+/// (1 GiB page cache, the low-space mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SledOptions {
+    /// sled's page cache, bytes.
+    pub cache_bytes: u64,
+    /// sled's high-throughput mode (more space, fewer rewrites): what a
+    /// node's write-heavy log and TSDB use.
+    pub high_throughput: bool,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            // sled 0.34's default cache capacity.
+            cache_bytes: 1 << 30,
+            high_throughput: false,
+        }
+    }
+}
+
+impl SledKv {
+    /// Opens (or creates) the sled database in `dir`.
+    pub fn open(dir: &Path, opts: SledOptions) -> io::Result<SledKv> {
+        let mode = if opts.high_throughput {
+            sled::Mode::HighThroughput
+        } else {
+            sled::Mode::LowSpace
+        };
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .mode(mode)
+            .open()
+            .map(SledKv)
+            .map_err(io_err)
+    }
+
+    /// A database that is deleted when dropped (benchmarks and tests).
+    pub fn temporary() -> io::Result<SledKv> {
+        sled::Config::new().temporary(true).open().map(SledKv).map_err(io_err)
+    }
+}
 
 impl Kv for SledKv {
     fn open_tree(&self, name: &str) -> io::Result<Arc<dyn KvTree>> {
@@ -113,17 +195,17 @@ impl Kv for SledKv {
 /// [`KvTree`] on a sled tree.
 pub struct SledTree(sled::Tree);
 
-fn sled_iter<'a>(it: impl Iterator<Item = sled::Result<KvPair>> + 'a) -> KvIter<'a> {
-    Box::new(it.map(|r| r.map_err(io_err)))
+fn sled_iter<'a>(it: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a) -> KvIter<'a> {
+    Box::new(it.map(|r| r.map(|(k, v)| (KvBytes(k), KvBytes(v))).map_err(io_err)))
 }
 
 impl KvTree for SledTree {
-    fn get(&self, key: &[u8]) -> io::Result<Option<IVec>> {
-        self.0.get(key).map_err(io_err)
+    fn get(&self, key: &[u8]) -> io::Result<Option<KvBytes>> {
+        self.0.get(key).map(|v| v.map(KvBytes)).map_err(io_err)
     }
 
-    fn insert(&self, key: &[u8], value: IVec) -> io::Result<()> {
-        self.0.insert(key, value).map(|_| ()).map_err(io_err)
+    fn insert(&self, key: &[u8], value: KvBytes) -> io::Result<()> {
+        self.0.insert(key, value.0).map(|_| ()).map_err(io_err)
     }
 
     fn remove(&self, key: &[u8]) -> io::Result<()> {
@@ -138,7 +220,7 @@ impl KvTree for SledTree {
         let mut batch = sled::Batch::default();
         for (k, v) in ops {
             match v {
-                Some(v) => batch.insert(k, v),
+                Some(v) => batch.insert(k, v.0),
                 None => batch.remove(k),
             }
         }
@@ -157,7 +239,10 @@ impl KvTree for SledTree {
     }
 
     fn last(&self) -> io::Result<Option<KvPair>> {
-        self.0.last().map_err(io_err)
+        self.0
+            .last()
+            .map(|p| p.map(|(k, v)| (KvBytes(k), KvBytes(v))))
+            .map_err(io_err)
     }
 
     fn len(&self) -> usize {

@@ -3,31 +3,63 @@
 //!
 //! # Layout
 //!
-//! Data flows top to bottom; each layer only calls the ones below it.
+//! Data flows top to bottom. A module may use the modules its row names and
+//! no other; `tests/layering.rs` reads every `crate::` path under `src/`
+//! and fails on an arrow this table does not allow (it reads the table
+//! from this comment, and checks that `docs/architecture.md` shows the same
+//! rows).
 //!
-//! - [`api`]: the axum HTTP server. Remote write in (`api::write`, with the
-//!   wire format in `api::prompb` and pure decoding in `api::remote_write`),
-//!   the Prometheus HTTP API out (`api::read`, `api::status`), `/metrics`.
-//! - [`cluster`]: behaviour around Raft: the group-commit write batcher.
-//! - [`raft`]: openraft's type configuration, the log entry payload, the sled
-//!   log store, the state machine that applies entries to the TSDB and turns
+//! | module | may use |
+//! |---|---|
+//! | `cli` | every module |
+//! | `bench` | every module |
+//! | `api` | `node`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics` |
+//! | `backup` | `raft`, `tsdb`, `kv`, `prompb` |
+//! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
+//! | `raft` | `tsdb`, `kv`, `codec` |
+//! | `promql` | `tsdb` |
+//! | `tsdb` | `kv`, `codec` |
+//! | `kv` | nothing |
+//! | `config` | nothing |
+//! | `metrics` | nothing |
+//! | `prompb` | nothing |
+//! | `codec` | nothing |
+//! | `sim_bugs` | nothing (any module may use it) |
+//! | `test_support` | `kv` (test builds only; any module's tests may use it) |
+//!
+//! - [`api`]: the axum HTTP server. Remote write in (`api::write`, pure
+//!   decoding in `api::remote_write`), the Prometheus HTTP API out
+//!   (`api::read`, `api::query`, `api::status`), admin and cluster
+//!   endpoints, `/metrics`. Its state is the whole [`node::Node`]; it hands
+//!   the layers below only the part they need ([`cluster::routing::Router`],
+//!   [`backup::source::BackupSource`], `&Db`).
+//! - [`node`]: wires one node together from a [`config::Config`] and owns
+//!   its background duties (checkpoints, retention, the leader watch).
+//! - [`backup`]: consistent backup files, verify and restore, OpenMetrics
+//!   export and text-format import.
+//! - [`cluster`]: behaviour around Raft: the group-commit write batcher,
+//!   routing to the leader and read consistency, bootstrap from
+//!   `initial_cluster`. It works on narrow handles (`Raft`, `Batcher`,
+//!   `PeerClients`), never on the `Node`.
+//! - [`raft`]: openraft's type configuration, the log entry payload, the log
+//!   store, the state machine that applies entries to the TSDB and turns
 //!   checkpoints into snapshots, and the peer network.
 //! - [`promql`]: the PromQL evaluator over the TSDB (parsing by the
 //!   `promql-parser` crate).
 //! - [`tsdb`]: one replica's storage: labels and matchers, the Gorilla XOR
-//!   chunk codec, the head (series, open chunks, postings), checkpoints in
-//!   sled, the querier, retention, the digest.
+//!   chunk codec, the head (series, open chunks, postings), checkpoints, the
+//!   querier, retention, the digest.
 //! - [`kv`]: the storage seam: the durable key-value store (sled in
 //!   production, an in-memory one with crash semantics in `sim/`) under the
-//!   Raft log store and the TSDB store.
-//! - [`node`]: wires one node together from a [`config::Config`].
-//! - [`config`]: the validated configuration; [`metrics`]: the node's own
-//!   metrics; [`bench`]: load generators and micro-benchmarks used by the
-//!   `promraft bench` commands.
-//!
-//! - [`cli`]: client-side commands (cluster administration, the demo).
-//! - [`backup`]: consistent backup files, verify and restore, OpenMetrics
-//!   export and text-format import.
+//!   Raft log store and the TSDB store. sled is private to it.
+//! - Leaves: [`config`] (the validated configuration, values and bounds
+//!   only), [`metrics`] (the node's own metrics), [`prompb`] (the
+//!   remote-write 1.0 protobuf messages), [`codec`] (the one bincode
+//!   configuration every persisted or sent value goes through).
+//! - Tools on top: [`cli`] (client-side commands: cluster administration,
+//!   the demo) and [`bench`] (load generators and micro-benchmarks of the
+//!   `promraft bench` commands).
 //!
 //! The binary (`src/main.rs`) is the clap CLI over these.
 
@@ -36,10 +68,12 @@ pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod prompb;
 pub mod promql;
 pub mod raft;
 #[cfg(feature = "sim-bugs")]

@@ -156,15 +156,17 @@ fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
         c.raft_addr = v;
     }
     if let Some(v) = a.initial_cluster {
-        c.initial_cluster = v;
+        c.initial_cluster = v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid --initial-cluster: {e}"))?;
     }
     if let Some(v) = a.retention {
         c.storage.retention =
-            promraft::config::parse_duration_ms(&v).map_err(|e| anyhow::anyhow!("invalid --retention: {e}"))?;
+            promraft::config::parse_duration(&v).map_err(|e| anyhow::anyhow!("invalid --retention: {e}"))?;
     }
     if let Some(v) = a.out_of_order_window {
-        c.storage.out_of_order_window = promraft::config::parse_duration_ms(&v)
-            .map_err(|e| anyhow::anyhow!("invalid --out-of-order-window: {e}"))?;
+        c.storage.out_of_order_window =
+            promraft::config::parse_duration(&v).map_err(|e| anyhow::anyhow!("invalid --out-of-order-window: {e}"))?;
     }
     c.validate()?;
     Ok((c, a.log_level))

@@ -14,9 +14,12 @@ use futures::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
+use crate::backup::source::BackupSource;
 use crate::cluster::batcher::Batcher;
+use crate::cluster::bootstrap::{bootstrap, Bootstrap};
+use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
-use crate::kv::{Kv, SledKv};
+use crate::kv::{Kv, SledKv, SledOptions};
 use crate::metrics::Metrics;
 use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::state_machine::{Applied, StateMachine};
@@ -74,10 +77,12 @@ pub struct Node {
     /// This node's addresses.
     pub me: NodeInfo,
     /// Clients to peers' promraft RPCs (forwarding, read index, info).
-    pub peers: PeerClients,
+    pub peers: Arc<PeerClients>,
+    /// Where writes and reads go (the leader, the consistency barrier):
+    /// the narrow handle `cluster::routing` works on.
+    pub router: Router,
     /// When this node last lost sight of a leader (`None` while it knows one).
-    /// tokio's clock, so that the simulator's clock drives it.
-    leader_lost: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    leader_lost: LeaderLost,
     /// Stops the Raft RPC server.
     stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
@@ -117,24 +122,19 @@ impl Node {
         // The log and the TSDB live in separate sled databases: the log's
         // churn (append, purge) then never inflates the TSDB's files, and
         // their fsyncs do not wait on each other.
-        let tsdb_sled = sled::Config::new()
-            .path(dir.join("tsdb"))
-            .cache_capacity(config.storage.cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| dir_err(&e))?;
-        let log_sled = sled::Config::new()
-            .path(dir.join("log"))
-            .cache_capacity(LOG_CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| dir_err(&e))?;
+        let sled_opts = |cache_bytes| SledOptions {
+            cache_bytes,
+            high_throughput: true,
+        };
+        let tsdb_sled =
+            SledKv::open(&dir.join("tsdb"), sled_opts(config.storage.cache_bytes)).map_err(|e| dir_err(&e))?;
+        let log_sled = SledKv::open(&dir.join("log"), sled_opts(LOG_CACHE_BYTES)).map_err(|e| dir_err(&e))?;
         let rpc_listener = tokio::net::TcpListener::bind(&config.raft_addr)
             .await
             .map_err(|e| StartError::Raft(format!("cannot listen on raft_addr {}: {e}", config.raft_addr)))?;
         let io = NodeIo {
-            tsdb_kv: Arc::new(SledKv(tsdb_sled)),
-            log_kv: Arc::new(SledKv(log_sled)),
+            tsdb_kv: Arc::new(tsdb_sled),
+            log_kv: Arc::new(log_sled),
             connector: Arc::new(TcpConnector),
             serve: Box::new(move |svc, stop| {
                 Box::pin(async move { serve(rpc_listener, svc, stop).await.map_err(|e| e.to_string()) })
@@ -153,7 +153,7 @@ impl Node {
         };
         std::fs::create_dir_all(&dir).map_err(|e| dir_err(&e))?;
         let opts = HeadOptions {
-            ooo_window_ms: config.storage.out_of_order_window,
+            ooo_window_ms: duration_ms(config.storage.out_of_order_window),
             ..Default::default()
         };
         let loaded = Instant::now();
@@ -178,6 +178,7 @@ impl Node {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
             max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
             install_snapshot_timeout: 60_000,
+            max_payload_entries: crate::raft::transport::APPEND_ENTRIES_PER_MESSAGE_MAX,
             // After a crash, a restarted leader must win a new election.
             // openraft would otherwise restore its leadership at once, with
             // the commit index read back from the log store, which promraft
@@ -216,10 +217,23 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let batcher = Batcher::start(raft.clone(), &config.write, metrics.clone(), decoded);
         let (stop_rpc, mut stop_rx) = tokio::sync::watch::channel(false);
+        let peers = Arc::new(PeerClients::new(io.connector));
+        let leader_lost = LeaderLost::new();
+        let router = Router {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            batcher: batcher.clone(),
+            peers: peers.clone(),
+            applied: applied_rx.clone(),
+            leader_lost: leader_lost.clone(),
+            max_staleness: config.query.max_staleness,
+            commit_timeout: Duration::from_millis(config.write.commit_timeout_ms),
+        };
         let node = Arc::new(Node {
             me: me.clone(),
-            peers: PeerClients::new(io.connector),
-            leader_lost: parking_lot::Mutex::new(Some(tokio::time::Instant::now())),
+            peers,
+            router,
+            leader_lost,
             stop_rpc,
             log_stats: log.stats(),
             raft,
@@ -229,9 +243,9 @@ impl Node {
             applied: applied_rx,
             started: Instant::now(),
             engine: crate::promql::Engine::new(crate::promql::EngineOptions {
-                lookback_delta_ms: config.query.lookback_delta,
+                lookback_delta_ms: duration_ms(config.query.lookback_delta),
                 samples_max: config.query.samples_max,
-                timeout: Duration::from_millis(config.query.timeout as u64),
+                timeout: config.query.timeout,
             }),
             query_slots: Arc::new(tokio::sync::Semaphore::new(config.query.concurrency_max)),
             config,
@@ -255,12 +269,33 @@ impl Node {
             }
         });
         if !initialized && !node.config.initial_cluster.is_empty() {
-            let members = crate::cluster::bootstrap::parse_initial_cluster(&node.config.initial_cluster)
-                .map_err(StartError::Raft)?;
-            tokio::spawn(crate::cluster::bootstrap::bootstrap(node.clone(), members));
+            let members = node.config.initial_cluster.members().clone();
+            let handle = Bootstrap {
+                node_id: node.id(),
+                me: node.me.clone(),
+                raft: node.raft.clone(),
+                peers: node.peers.clone(),
+            };
+            tokio::spawn(bootstrap(handle, members));
         }
         node.spawn_duties();
         Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// The narrow handle a backup works on.
+    pub fn backup_source(&self) -> BackupSource {
+        BackupSource {
+            node_id: self.id(),
+            data_dir: self.config.data_dir.clone(),
+            raft: self.raft.clone(),
+            db: self.db.clone(),
+            applied: self.applied.clone(),
+        }
     }
 
     /// The applied index.
@@ -286,14 +321,14 @@ impl Node {
     /// True once this node knows a leader and has applied what it committed.
     pub fn is_ready(&self) -> bool {
         let m = self.raft_metrics();
-        let fresh = m.current_leader != Some(self.config.node_id) || crate::cluster::routing::leader_is_fresh(self);
+        let fresh = m.current_leader != Some(self.id()) || crate::cluster::routing::leader_is_fresh(&self.router);
         fresh && m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
     }
 
     fn spawn_duties(self: &Arc<Self>) {
         // Periodic checkpoints: bound the log replay after a crash.
         let node = Arc::downgrade(self);
-        let every = Duration::from_millis(self.config.storage.checkpoint_interval as u64);
+        let every = self.config.storage.checkpoint_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -309,8 +344,8 @@ impl Node {
         // Retention: the leader proposes a cut-off; every replica applies it
         // at the same log position, so deletes are identical everywhere.
         let node = Arc::downgrade(self);
-        let retention = self.config.storage.retention;
-        let every = Duration::from_millis((retention / 10).clamp(1_000, 60_000) as u64);
+        let retention_ms = duration_ms(self.config.storage.retention);
+        let every = (self.config.storage.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             // The first tick fires at once; a restart must not write an entry.
@@ -323,7 +358,7 @@ impl Node {
                 }
                 let now = chrono::Utc::now().timestamp_millis();
                 let cmd = Command::Retention {
-                    cutoff_ms: now - retention,
+                    cutoff_ms: now - retention_ms,
                 };
                 if let Err(e) = n.raft.client_write(cmd).await {
                     tracing::warn!(error = %e, "retention entry not committed");
@@ -341,9 +376,9 @@ impl Node {
                 if now != leader {
                     if now.is_some() {
                         n.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
-                        *n.leader_lost.lock() = None;
+                        n.leader_lost.found();
                     } else {
-                        *n.leader_lost.lock() = Some(tokio::time::Instant::now());
+                        n.leader_lost.lost();
                     }
                     leader = now;
                 }
@@ -353,7 +388,7 @@ impl Node {
 
     /// When this node last lost sight of a leader; `None` while it knows one.
     pub fn leader_lost_at(&self) -> Option<tokio::time::Instant> {
-        *self.leader_lost.lock()
+        self.leader_lost.at()
     }
 
     /// Checkpoints and stops Raft (graceful shutdown).
@@ -375,6 +410,13 @@ impl Node {
         }
         let _ = self.stop_rpc.send(true);
     }
+}
+
+/// Milliseconds of a configured duration, as the TSDB and PromQL count
+/// time (validated bounds keep every configured duration far below
+/// `i64::MAX` ms).
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Forwarded writes arriving at this node go to its batcher, which commits

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::kv::{BatchOp, IVec, Kv, KvIter, KvPair, KvTree};
+use crate::kv::{BatchOp, Kv, KvBytes, KvIter, KvPair, KvTree};
 
 /// Cases per property test: `default` (kept small so the suite stays fast
 /// in CI), or `PROPTEST_CASES` when set, for a longer run.
@@ -30,7 +30,7 @@ pub struct MemKv {
 
 #[derive(Default)]
 struct MemTree {
-    map: Mutex<BTreeMap<Vec<u8>, IVec>>,
+    map: Mutex<BTreeMap<Vec<u8>, KvBytes>>,
 }
 
 impl Kv for MemKv {
@@ -67,18 +67,18 @@ impl MemTree {
             .lock()
             .iter()
             .filter(|(k, _)| keep(k))
-            .map(|(k, v)| Ok((IVec::from(k.as_slice()), v.clone())))
+            .map(|(k, v)| Ok((KvBytes::from(k.as_slice()), v.clone())))
             .collect();
         Box::new(pairs.into_iter())
     }
 }
 
 impl KvTree for MemTree {
-    fn get(&self, key: &[u8]) -> io::Result<Option<IVec>> {
+    fn get(&self, key: &[u8]) -> io::Result<Option<KvBytes>> {
         Ok(self.map.lock().get(key).cloned())
     }
 
-    fn insert(&self, key: &[u8], value: IVec) -> io::Result<()> {
+    fn insert(&self, key: &[u8], value: KvBytes) -> io::Result<()> {
         self.map.lock().insert(key.to_vec(), value);
         Ok(())
     }
@@ -118,7 +118,7 @@ impl KvTree for MemTree {
             .lock()
             .iter()
             .next_back()
-            .map(|(k, v)| (IVec::from(k.as_slice()), v.clone())))
+            .map(|(k, v)| (KvBytes::from(k.as_slice()), v.clone())))
     }
 
     fn len(&self) -> usize {

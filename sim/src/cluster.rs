@@ -114,7 +114,9 @@ fn config(slot: &NodeSlot) -> Config {
             .iter()
             .map(|&i| format!("{i}={}:{RAFT_PORT}", host_name(i)))
             .collect::<Vec<_>>()
-            .join(","),
+            .join(",")
+            .parse()
+            .expect("the simulated member list is valid"),
         ..Config::default()
     };
     c.raft.heartbeat_interval_ms = 50;
@@ -125,9 +127,9 @@ fn config(slot: &NodeSlot) -> Config {
     // log, so no snapshot has to be sent (snapshot streaming spools to
     // real files and is not simulated yet).
     c.storage.checkpoint_entries = 50;
-    c.storage.checkpoint_interval = 1_000;
+    c.storage.checkpoint_interval = std::time::Duration::from_secs(1);
     c.storage.log_entries_kept = 10_000_000;
-    c.query.max_staleness = 1_000;
+    c.query.max_staleness = std::time::Duration::from_secs(1);
     c
 }
 

@@ -12,14 +12,14 @@ use std::io;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use promraft::kv::{BatchOp, IVec, Kv, KvIter, KvPair, KvTree};
+use promraft::kv::{BatchOp, Kv, KvBytes, KvIter, KvPair, KvTree};
 
-type Tree = BTreeMap<Vec<u8>, IVec>;
+type Tree = BTreeMap<Vec<u8>, KvBytes>;
 
 /// One write, as queued until the next flush.
 #[derive(Clone)]
 enum Write {
-    Put(String, Vec<u8>, IVec),
+    Put(String, Vec<u8>, KvBytes),
     Del(String, Vec<u8>),
     Clear(String),
     Batch(String, Vec<BatchOp>),
@@ -166,7 +166,7 @@ impl DiskTree {
         t.range(from.to_vec()..)
             .take_while(|(k, _)| !stop(k))
             .filter(|(k, _)| f(k))
-            .map(|(k, v)| (IVec::from(k.as_slice()), v.clone()))
+            .map(|(k, v)| (KvBytes::from(k.as_slice()), v.clone()))
             .collect()
     }
 }
@@ -176,7 +176,7 @@ fn iter(v: Vec<KvPair>) -> KvIter<'static> {
 }
 
 impl KvTree for DiskTree {
-    fn get(&self, key: &[u8]) -> io::Result<Option<IVec>> {
+    fn get(&self, key: &[u8]) -> io::Result<Option<KvBytes>> {
         Ok(self
             .disk
             .state
@@ -186,7 +186,7 @@ impl KvTree for DiskTree {
             .and_then(|t| t.get(key).cloned()))
     }
 
-    fn insert(&self, key: &[u8], value: IVec) -> io::Result<()> {
+    fn insert(&self, key: &[u8], value: KvBytes) -> io::Result<()> {
         self.disk.write(Write::Put(self.name.clone(), key.to_vec(), value));
         Ok(())
     }
@@ -221,7 +221,7 @@ impl KvTree for DiskTree {
             .live
             .get(&self.name)
             .and_then(|t| t.iter().next_back())
-            .map(|(k, v)| (IVec::from(k.as_slice()), v.clone())))
+            .map(|(k, v)| (KvBytes::from(k.as_slice()), v.clone())))
     }
 
     fn len(&self) -> usize {
@@ -237,10 +237,10 @@ mod tests {
     fn a_crash_keeps_what_was_flushed_and_a_prefix_of_the_rest() {
         let d = Disk::new();
         let t = d.open_tree("t").unwrap();
-        t.insert(b"a", IVec::from(&b"1"[..])).unwrap();
+        t.insert(b"a", KvBytes::from(&b"1"[..])).unwrap();
         d.flush().unwrap();
-        t.insert(b"b", IVec::from(&b"2"[..])).unwrap();
-        t.insert(b"c", IVec::from(&b"3"[..])).unwrap();
+        t.insert(b"b", KvBytes::from(&b"2"[..])).unwrap();
+        t.insert(b"c", KvBytes::from(&b"3"[..])).unwrap();
         assert_eq!(t.len(), 3, "writes are visible before a flush");
         assert_eq!(d.crash(1), 1);
         let t = d.open_tree("t").unwrap();

@@ -46,7 +46,7 @@ async fn write(id: u64, node: &Node, shared: &SharedRef, rng: &mut StdRng) {
         sh.trace.event(now_ms(), "write", &[id, op.id]);
         op
     };
-    let res = routing::write(node, op.request()).await;
+    let res = routing::write(&node.router, op.request()).await;
     let mut sh = shared.lock();
     let at = now_ms();
     match res {
@@ -72,7 +72,7 @@ async fn read(id: u64, node: &Node, shared: &SharedRef, level: Consistency) {
         Consistency::Linearizable => linearizable_read::required(&shared.lock().oracle),
         Consistency::Local => Vec::new(),
     };
-    let barrier = routing::read_barrier(node, level).await;
+    let barrier = routing::read_barrier(&node.router, level).await;
     let applied_at_read = node.applied_index();
     let data = barrier.map_err(|e| e.to_string()).and_then(|()| select_all(node));
     let mut sh = shared.lock();

@@ -103,7 +103,7 @@ pub async fn backup(State(node): State<AppState>) -> Response {
         ))
         .into_response();
     };
-    let prepared = match crate::backup::source::prepare(&node).await {
+    let prepared = match crate::backup::source::prepare(&node.backup_source()).await {
         Ok(p) => p,
         Err(e) => return backup_error(e).into_response(),
     };
@@ -129,10 +129,7 @@ pub async fn backup(State(node): State<AppState>) -> Response {
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"promraft-{}-{index}.prbackup\"",
-                    node.config.node_id
-                ),
+                format!("attachment; filename=\"promraft-{}-{index}.prbackup\"", node.id()),
             ),
             (
                 header::HeaderName::from_static("x-promraft-backup-index"),
@@ -158,7 +155,7 @@ pub async fn snapshot(State(node): State<AppState>) -> Response {
         ))
         .into_response();
     };
-    match crate::backup::source::snapshot_to_dir(&node).await {
+    match crate::backup::source::snapshot_to_dir(&node.backup_source()).await {
         Ok(name) => success(SnapshotOut { name }, &[]),
         Err(e) => backup_error(e).into_response(),
     }
@@ -174,7 +171,7 @@ async fn relay_to_leader(
 ) -> Option<Response> {
     let m = node.raft_metrics();
     let leader = m.current_leader?;
-    if leader == node.config.node_id {
+    if leader == node.id() {
         return None;
     }
     let Some(addr) = m
@@ -229,7 +226,7 @@ pub async fn delete_series(
         {
             return Ok(r);
         }
-        if node.raft_metrics().current_leader != Some(node.config.node_id) {
+        if node.raft_metrics().current_leader != Some(node.id()) {
             return Err(ApiError::unavailable(
                 "no leader is known; retry when the cluster has one",
             ));

@@ -73,7 +73,7 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
     let membership = m.membership_config.membership().clone();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let last_log = m.last_log_index.unwrap_or(0);
-    let is_leader = m.current_leader == Some(node.config.node_id);
+    let is_leader = m.current_leader == Some(node.id());
     let mut members = Vec::new();
     for (&id, info) in membership.nodes() {
         let matched = m
@@ -94,7 +94,7 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
             applied_index: 0,
             replication_lag: None,
         };
-        if id == node.config.node_id {
+        if id == node.id() {
             st.reachable = true;
             st.term = m.current_term;
             st.last_log_index = last_log;
@@ -109,20 +109,16 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
             }
         }
         if is_leader {
-            let matched = if id == node.config.node_id {
-                Some(last_log)
-            } else {
-                matched
-            };
+            let matched = if id == node.id() { Some(last_log) } else { matched };
             st.replication_lag = Some(last_log.saturating_sub(matched.unwrap_or(0)));
-            if id != node.config.node_id {
+            if id != node.id() {
                 st.last_log_index = matched.unwrap_or(0);
             }
         }
         members.push(st);
     }
     ClusterStatus {
-        node_id: node.config.node_id,
+        node_id: node.id(),
         leader_id: m.current_leader,
         term: m.current_term,
         commit_index: m.local_committed.map_or(0, |l| l.index),
@@ -161,7 +157,7 @@ pub struct AdminOutcome {
 async fn relay_if_follower(node: &AppState, path: &str, req: &AdminRequest) -> Option<Response> {
     let m = node.raft_metrics();
     let leader = m.current_leader?;
-    if leader == node.config.node_id {
+    if leader == node.id() {
         return None;
     }
     let Some(addr) = m
@@ -186,7 +182,7 @@ async fn relay_if_follower(node: &AppState, path: &str, req: &AdminRequest) -> O
 
 fn not_leader(node: &AppState) -> Option<ApiError> {
     match node.raft_metrics().current_leader {
-        Some(l) if l == node.config.node_id => None,
+        Some(l) if l == node.id() => None,
         Some(l) => Some(ApiError::unavailable(format!("leadership moved to node {l}; retry"))),
         None => Some(ApiError::unavailable(
             "no leader is known; retry when the cluster has one",
@@ -306,7 +302,7 @@ pub async fn transfer_leader(State(node): State<AppState>, Json(req): Json<Admin
     if let Some(e) = not_leader(&node) {
         return e.into_response();
     }
-    if req.node_id == node.config.node_id {
+    if req.node_id == node.id() {
         return done(format!("node {} already leads", req.node_id), None);
     }
     let membership = node.raft_metrics().membership_config.membership().clone();

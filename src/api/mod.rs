@@ -10,7 +10,6 @@
 pub mod admin;
 pub mod cluster;
 pub mod params;
-pub mod prompb;
 pub mod query;
 pub mod read;
 pub mod remote_write;
@@ -199,7 +198,7 @@ async fn stamp(State(node): State<AppState>, req: Request, next: Next) -> Respon
     };
     node.metrics.observe_http(handler, started.elapsed());
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&node.config.node_id.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&node.id().to_string()) {
         h.insert(HEADER_NODE, v);
     }
     if let Ok(v) = HeaderValue::from_str(&node.applied_index().to_string()) {
@@ -232,7 +231,7 @@ pub async fn read_barrier(
         })
         .unwrap_or_default();
     let level: crate::cluster::routing::Consistency = level.parse().map_err(ApiError::bad_data)?;
-    crate::cluster::routing::read_barrier(node, level)
+    crate::cluster::routing::read_barrier(&node.router, level)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))
 }

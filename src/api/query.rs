@@ -83,7 +83,7 @@ fn param_duration_ms(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
 }
 
 fn opts(node: &AppState, p: &Params) -> Result<(QueryOpts, Duration), ApiError> {
-    let max_ms = node.config.query.timeout;
+    let max_ms = i64::try_from(node.config.query.timeout.as_millis()).unwrap_or(i64::MAX);
     let timeout_ms = param_duration_ms(p, "timeout")?
         .map_or(max_ms, |t| t.min(max_ms))
         .max(1);
@@ -91,7 +91,9 @@ fn opts(node: &AppState, p: &Params) -> Result<(QueryOpts, Duration), ApiError> 
     let timeout = Duration::from_millis(timeout_ms as u64);
     Ok((
         QueryOpts {
-            lookback_delta_ms: lookback.or(Some(node.config.query.lookback_delta)),
+            lookback_delta_ms: lookback.or(Some(
+                i64::try_from(node.config.query.lookback_delta.as_millis()).unwrap_or(i64::MAX),
+            )),
             timeout: Some(timeout),
         },
         timeout,

@@ -11,16 +11,14 @@
 
 use prost::Message;
 
-use super::prompb;
+use crate::prompb;
 use crate::tsdb::labels::{Label, LabelError, Labels, METRIC_NAME};
 
-/// Largest compressed request body accepted, in bytes. Prometheus's own
-/// sender keeps requests to `max_samples_per_send` (2,000 by default), well
-/// under 1 MiB compressed; 32 MiB leaves room for senders configured with
-/// very large batches while bounding what one request can make us buffer.
-/// The HTTP layer should apply the same limit while reading the body, so an
-/// oversized body is refused before it is all in memory.
-pub const WRITE_BODY_BYTES_MAX: usize = 32 << 20;
+/// Largest compressed request body any configuration accepts, in bytes:
+/// the ceiling of `write.body_bytes_max` (the reason is on the constant in
+/// `config::bounds`). [`decode`] enforces the configured value it is given,
+/// the same one the HTTP layer reads the body with.
+pub use crate::config::WRITE_BODY_BYTES_MAX;
 
 /// Largest snappy-decoded body accepted, in bytes. The decoded size is read
 /// from the snappy header and checked before the output buffer is
@@ -28,6 +26,10 @@ pub const WRITE_BODY_BYTES_MAX: usize = 32 << 20;
 /// protobuf compresses roughly 5-10x; twice the compressed limit covers any
 /// realistic request.
 pub const WRITE_DECODED_BYTES_MAX: usize = 64 << 20;
+
+// Any body the configuration lets through may announce a decoded size the
+// decoder accepts (snappy itself makes a body larger only by a few bytes).
+const _: () = assert!(WRITE_DECODED_BYTES_MAX >= WRITE_BODY_BYTES_MAX);
 
 /// Most series (`TimeSeries` entries) in one request. A 2-byte empty series
 /// decodes to a ~100-byte struct, so without this bound a hostile 64 MiB
@@ -55,7 +57,8 @@ const SERIES_DESCRIPTION_MAX: usize = 256;
 /// Why a whole request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
-    /// The compressed body is larger than [`WRITE_BODY_BYTES_MAX`].
+    /// The compressed body is larger than the configured
+    /// `write.body_bytes_max` (at most [`WRITE_BODY_BYTES_MAX`]).
     #[error("request body is {size} bytes, more than the limit of {limit} bytes")]
     BodyTooLarge {
         /// Body size in bytes.
@@ -133,12 +136,12 @@ impl WriteError {
 /// Every size limit is checked before the memory it guards is allocated:
 /// the body length, the decoded length from the snappy header, and the
 /// counts of series, samples, labels and metadata from a pre-scan of the
-/// protobuf bytes.
-pub fn decode(body: &[u8]) -> Result<prompb::WriteRequest, WriteError> {
-    if body.len() > WRITE_BODY_BYTES_MAX {
+/// protobuf bytes. `body_bytes_max` is `write.body_bytes_max`.
+pub fn decode(body: &[u8], body_bytes_max: usize) -> Result<prompb::WriteRequest, WriteError> {
+    if body.len() > body_bytes_max {
         return Err(WriteError::BodyTooLarge {
             size: body.len(),
-            limit: WRITE_BODY_BYTES_MAX,
+            limit: body_bytes_max,
         });
     }
     let size = snap::raw::decompress_len(body).map_err(|e| WriteError::Snappy(e.to_string()))?;
@@ -512,7 +515,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::prompb::{Exemplar, Label as PLabel, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
+    use crate::prompb::{Exemplar, Label as PLabel, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
 
     fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
         TimeSeries {
@@ -570,7 +573,7 @@ mod tests {
     fn round_trip_of_a_real_request() {
         let req = request();
         let body = compress(&req.encode_to_vec());
-        let got = decode(&body).expect("decodes");
+        let got = decode(&body, WRITE_BODY_BYTES_MAX).expect("decodes");
         // Compared as bytes: the stale-marker NaN is not equal to itself.
         assert_eq!(got.encode_to_vec(), req.encode_to_vec());
 
@@ -597,22 +600,22 @@ mod tests {
     #[test]
     fn truncated_snappy_is_a_snappy_error() {
         let body = compress(&request().encode_to_vec());
-        let err = decode(&body[..body.len() / 2]).expect_err("truncated");
+        let err = decode(&body[..body.len() / 2], WRITE_BODY_BYTES_MAX).expect_err("truncated");
         assert!(matches!(err, WriteError::Snappy(_)), "{err}");
         assert_eq!(err.http_status(), 400);
-        assert!(matches!(decode(&[]), Err(WriteError::Snappy(_))));
+        assert!(matches!(decode(&[], WRITE_BODY_BYTES_MAX), Err(WriteError::Snappy(_))));
     }
 
     #[test]
     fn garbage_protobuf_is_a_protobuf_error() {
-        let err = decode(&compress(&[0xff; 64])).expect_err("garbage");
+        let err = decode(&compress(&[0xff; 64]), WRITE_BODY_BYTES_MAX).expect_err("garbage");
         assert!(matches!(err, WriteError::Protobuf(_)), "{err}");
         assert_eq!(err.http_status(), 400);
         // A length that runs past the end.
-        let err = decode(&compress(&[0x0a, 0x7f, 0x0a])).expect_err("short");
+        let err = decode(&compress(&[0x0a, 0x7f, 0x0a]), WRITE_BODY_BYTES_MAX).expect_err("short");
         assert!(matches!(err, WriteError::Protobuf(_)), "{err}");
         // Wrong wire type for a known field: the scan lets it through, prost refuses it.
-        let err = decode(&compress(&[0x08, 0x01])).expect_err("wire type");
+        let err = decode(&compress(&[0x08, 0x01]), WRITE_BODY_BYTES_MAX).expect_err("wire type");
         assert!(matches!(err, WriteError::Protobuf(_)), "{err}");
     }
 
@@ -624,7 +627,7 @@ mod tests {
         ts.extend_from_slice(&label);
         let mut wr = vec![0x0a, ts.len() as u8];
         wr.extend_from_slice(&ts);
-        let err = decode(&compress(&wr)).expect_err("utf-8");
+        let err = decode(&compress(&wr), WRITE_BODY_BYTES_MAX).expect_err("utf-8");
         assert!(
             matches!(err, WriteError::Protobuf(ref m) if m.contains("UTF-8")),
             "{err}"
@@ -657,7 +660,7 @@ mod tests {
             timeseries: vec![series(&pairs, &[(1, 1.0)])],
             metadata: vec![],
         };
-        let got = decode(&compress(&req.encode_to_vec())).expect("within request limits");
+        let got = decode(&compress(&req.encode_to_vec()), WRITE_BODY_BYTES_MAX).expect("within request limits");
         let v = validate(got);
         assert!(v.series.is_empty());
         assert_eq!(v.samples_rejected, 1);
@@ -701,7 +704,7 @@ mod tests {
         }
         body.push(n as u8);
         body.extend_from_slice(&[0; 16]);
-        let err = decode(&body).expect_err("too large");
+        let err = decode(&body, WRITE_BODY_BYTES_MAX).expect_err("too large");
         assert_eq!(
             err,
             WriteError::DecodedTooLarge {
@@ -716,7 +719,7 @@ mod tests {
     #[test]
     fn body_over_the_limit_is_refused() {
         let body = vec![0u8; WRITE_BODY_BYTES_MAX + 1];
-        let err = decode(&body).expect_err("too large");
+        let err = decode(&body, WRITE_BODY_BYTES_MAX).expect_err("too large");
         assert!(matches!(err, WriteError::BodyTooLarge { .. }));
         assert_eq!(err.http_status(), 413);
     }
@@ -727,7 +730,7 @@ mod tests {
         let raw: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], WRITE_SERIES_MAX + 1)
             .flatten()
             .collect();
-        let err = decode(&compress(&raw)).expect_err("too many series");
+        let err = decode(&compress(&raw), WRITE_BODY_BYTES_MAX).expect_err("too many series");
         assert_eq!(
             err,
             WriteError::TooManySeries {
@@ -746,7 +749,7 @@ mod tests {
         }
         raw.push(len as u8);
         raw.extend(std::iter::repeat_n([0x12, 0x00], n).flatten());
-        let err = decode(&compress(&raw)).expect_err("too many samples");
+        let err = decode(&compress(&raw), WRITE_BODY_BYTES_MAX).expect_err("too many samples");
         assert_eq!(
             err,
             WriteError::TooManySamples {
@@ -766,7 +769,7 @@ mod tests {
             ],
             metadata: vec![],
         };
-        let v = validate(decode(&compress(&req.encode_to_vec())).expect("decodes"));
+        let v = validate(decode(&compress(&req.encode_to_vec()), WRITE_BODY_BYTES_MAX).expect("decodes"));
         assert_eq!(v.series.len(), 1);
         assert_eq!(v.series[0].labels.metric_name(), "good");
         assert_eq!(v.series[0].samples.len(), 2);
@@ -790,7 +793,7 @@ mod tests {
         }
         let mut wr = vec![0x0a, ts.len() as u8];
         wr.extend_from_slice(&ts);
-        let v = validate(decode(&compress(&wr)).expect("decodes"));
+        let v = validate(decode(&compress(&wr), WRITE_BODY_BYTES_MAX).expect("decodes"));
         assert_eq!(v.histograms_rejected, 2);
         assert_eq!(v.series.len(), 1, "the float samples are kept");
         assert_eq!(v.rejected.len(), 1);
@@ -857,7 +860,7 @@ mod tests {
                     compress(&bytes)
                 }
             };
-            if let Ok(req) = decode(&body) {
+            if let Ok(req) = decode(&body, WRITE_BODY_BYTES_MAX) {
                 let _ = validate(req);
             }
         }

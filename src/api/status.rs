@@ -167,11 +167,7 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
         &mut out,
         "promraft_raft_is_leader",
         "1 if this node is the leader.",
-        if m.current_leader == Some(node.config.node_id) {
-            1.0
-        } else {
-            0.0
-        },
+        if m.current_leader == Some(node.id()) { 1.0 } else { 0.0 },
     );
     gauge(
         &mut out,

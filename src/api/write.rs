@@ -16,8 +16,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::{remote_write, write_media};
-use crate::cluster::batcher::WriteError as CommitError;
+use crate::cluster::batcher::CommitError;
 use crate::tsdb::{AppendRequest, Metadata, SeriesSamples};
+
+// A forwarded write (the decoded request, re-encoded for the leader) fits
+// in one Raft RPC message.
+const _: () = assert!(remote_write::WRITE_DECODED_BYTES_MAX <= crate::raft::transport::MESSAGE_BYTES_MAX);
 
 /// The header in which a sender names its remote-write protocol version.
 const REMOTE_WRITE_VERSION: &str = "x-prometheus-remote-write-version";
@@ -77,7 +81,7 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
             );
         }
     };
-    let decoded = match remote_write::decode(&bytes) {
+    let decoded = match remote_write::decode(&bytes, limit) {
         Ok(d) => d,
         Err(e) => {
             let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -110,7 +114,7 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
     };
     let mut first_error = v.rejected.into_iter().next();
     if !req.series.is_empty() || !req.metadata.is_empty() {
-        match crate::cluster::routing::write(&node, req).await {
+        match crate::cluster::routing::write(&node.router, req).await {
             Ok(res) => {
                 if first_error.is_none() {
                     first_error = res.first_error;

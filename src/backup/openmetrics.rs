@@ -21,7 +21,7 @@ use clap::{Args, ValueEnum};
 use prost::Message;
 
 use super::Error;
-use crate::api::prompb;
+use crate::prompb;
 use crate::tsdb::{Db, Labels, MatchOp, Matcher};
 
 /// Samples read from the TSDB for one series at most when exporting; a

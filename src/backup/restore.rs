@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::storage::RaftLogStorage;
 
@@ -21,6 +22,7 @@ use super::crypto::KeySource;
 use super::format::{BackupReader, Header};
 use super::progress::{CountingReader, Progress};
 use super::Error;
+use crate::kv::{Kv, SledKv, SledOptions};
 use crate::raft::log_store::LogStore;
 use crate::raft::{NodeInfo, StoredMembership, Vote};
 use crate::tsdb::{Db, Digest, HeadOptions};
@@ -89,11 +91,13 @@ fn prepare_data_dir(dir: &Path, force: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn open_sled(path: &Path) -> Result<sled::Db, Error> {
-    sled::Config::new()
-        .path(path)
-        .mode(sled::Mode::HighThroughput)
-        .open()
+fn open_sled(path: &Path) -> Result<Arc<SledKv>, Error> {
+    let opts = SledOptions {
+        high_throughput: true,
+        ..SledOptions::default()
+    };
+    SledKv::open(path, opts)
+        .map(Arc::new)
         .map_err(|e| Error::Restore(format!("opening {}: {e}", path.display())))
 }
 
@@ -106,7 +110,7 @@ fn import_tsdb(opts: &RestoreOptions, staging: &Path) -> Result<(Header, crate::
     let header = reader.header().clone();
     let mut progress = Progress::new("restore", header.content_bytes, header.series);
     let sled = open_sled(&staging.join("tsdb"))?;
-    let (db, _) = Db::open(&sled, HeadOptions::default()).map_err(Error::from_tsdb)?;
+    let (db, _) = Db::open_kv(sled.clone(), HeadOptions::default()).map_err(Error::from_tsdb)?;
     let upper = {
         let mut counting = CountingReader::new(&mut reader, &mut progress);
         let upper = db.import(&mut counting).map_err(Error::from_tsdb)?;
@@ -159,7 +163,7 @@ fn import_tsdb(opts: &RestoreOptions, staging: &Path) -> Result<(Header, crate::
 /// for this node in `applied`'s term.
 async fn init_log(staging: &Path, node_id: u64, applied: crate::raft::LogId) -> Result<(), Error> {
     let sled = open_sled(&staging.join("log"))?;
-    let mut log = LogStore::open(&sled).map_err(|e| Error::Restore(format!("opening the log: {e}")))?;
+    let mut log = LogStore::open_kv(sled.clone()).map_err(|e| Error::Restore(format!("opening the log: {e}")))?;
     let vote = Vote::new(applied.leader_id.term, node_id);
     log.save_vote(&vote)
         .await

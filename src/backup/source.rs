@@ -20,8 +20,25 @@ use std::time::{Duration, Instant};
 use super::crypto::KeySource;
 use super::format::{BackupWriter, Header, Member, FORMAT_VERSION};
 use super::Error;
-use crate::node::Node;
+use crate::raft::state_machine::Applied;
+use crate::raft::Raft;
 use crate::tsdb::{Db, ExportSummary};
+
+/// What a backup needs of a node: its id, data directory, Raft handle (to
+/// ask for a checkpoint), TSDB and applied index.
+#[derive(Clone)]
+pub struct BackupSource {
+    /// This node's id (written into the header).
+    pub node_id: u64,
+    /// The data directory; backups go under [`BACKUP_DIR`] in it.
+    pub data_dir: PathBuf,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The local TSDB replica.
+    pub db: Arc<Db>,
+    /// Applied index, updated by the state machine.
+    pub applied: tokio::sync::watch::Receiver<Applied>,
+}
 
 /// Directory under the data dir for spooled exports and admin snapshots.
 pub const BACKUP_DIR: &str = "backups";
@@ -181,12 +198,13 @@ fn header_placeholder() -> Header {
 
 /// Takes a consistent checkpoint on `node` at or after the index it has
 /// applied now, and spools it.
-pub async fn prepare(node: &Arc<Node>) -> Result<Prepared, Error> {
-    let target = node.applied_index();
+pub async fn prepare(node: &BackupSource) -> Result<Prepared, Error> {
+    use openraft::async_runtime::WatchReceiver;
+    let target = node.applied.borrow().index;
     let deadline = Instant::now() + CHECKPOINT_WAIT;
     let mut last_trigger: Option<Instant> = None;
     loop {
-        let snap = node.raft_metrics().snapshot.map_or(0, |l| l.index);
+        let snap = node.raft.metrics().borrow_watched().snapshot.map_or(0, |l| l.index);
         if snap >= target && last_trigger.is_some() {
             break;
         }
@@ -207,8 +225,8 @@ pub async fn prepare(node: &Arc<Node>) -> Result<Prepared, Error> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let db = node.db.clone();
-    let dir = backup_dir(&node.config.data_dir)?;
-    let node_id = node.config.node_id;
+    let dir = backup_dir(&node.data_dir)?;
+    let node_id = node.node_id;
     let prepared = tokio::task::spawn_blocking(move || spool_checkpoint(&db, &dir, node_id))
         .await
         .map_err(|e| Error::Source(format!("backup task: {e}")))??;
@@ -234,9 +252,9 @@ impl Prepared {
 /// Writes a backup of `node` into its backup directory as
 /// `<UTC time>-<index>.prbackup` (the admin snapshot endpoint); returns the
 /// file name.
-pub async fn snapshot_to_dir(node: &Arc<Node>) -> Result<String, Error> {
+pub async fn snapshot_to_dir(node: &BackupSource) -> Result<String, Error> {
     let prepared = prepare(node).await?;
-    let dir = backup_dir(&node.config.data_dir)?;
+    let dir = backup_dir(&node.data_dir)?;
     let name = format!(
         "{}-{:016x}.prbackup",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -289,9 +307,9 @@ mod tests {
     use crate::tsdb::{AppendRequest, HeadOptions, Labels, MatchOp, Matcher, SeriesSamples};
 
     fn db() -> Db {
-        let s = sled::Config::new().temporary(true).open().unwrap();
-        Db::open(
-            &s,
+        let s = std::sync::Arc::new(crate::kv::SledKv::temporary().unwrap());
+        Db::open_kv(
+            s,
             HeadOptions {
                 ooo_window_ms: 10_000,
                 ..Default::default()

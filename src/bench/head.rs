@@ -5,11 +5,13 @@
 //! `Db::apply` the state machine calls, so the figure is the ceiling the
 //! apply path can reach on one core.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 
 use super::workload::Workload;
+use crate::kv::{Kv, SledKv, SledOptions};
 use crate::tsdb::{AppendRequest, Db, HeadOptions, SeriesSamples};
 
 /// Arguments of `promraft bench head`.
@@ -50,12 +52,8 @@ pub struct HeadBenchReport {
 pub fn run(a: &HeadBenchArgs) -> HeadBenchReport {
     let dir = std::env::temp_dir().join(format!("promraft-bench-head-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let sled_db = sled::Config::new()
-        .path(&dir)
-        .temporary(false)
-        .open()
-        .expect("open a temporary sled database");
-    let (db, _) = Db::open(&sled_db, HeadOptions::default()).expect("open an empty TSDB");
+    let sled_db = Arc::new(SledKv::open(&dir, SledOptions::default()).expect("open a temporary sled database"));
+    let (db, _) = Db::open_kv(sled_db.clone(), HeadOptions::default()).expect("open an empty TSDB");
     let w = Workload::new(a.series, 1);
     let start_ms = 1_700_000_000_000i64;
     // Pre-build the requests so the timing covers apply only.
@@ -102,7 +100,7 @@ pub fn run(a: &HeadBenchArgs) -> HeadBenchReport {
         })
         .sum();
     db.checkpoint(Vec::new()).expect("checkpoint");
-    let disk = sled_db.size_on_disk().unwrap_or(0) as f64;
+    let disk = sled_db.size_on_disk() as f64;
     drop(db);
     drop(sled_db);
     let _ = std::fs::remove_dir_all(&dir);

@@ -14,7 +14,7 @@
 //! requested series count is reached, so series `i` is the same whatever the
 //! count, and any count from a few hundred up holds every kind.
 
-use crate::api::prompb::{MetricMetadata, MetricType};
+use crate::prompb::{MetricMetadata, MetricType};
 use crate::tsdb::labels::Labels;
 
 /// Counters are counted from this instant (2020-09-13, in seconds) plus a

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use prost::Message;
 
 use super::workload::Workload;
-use crate::api::prompb;
+use crate::prompb;
 
 /// Arguments of `promraft bench write`.
 #[derive(Debug, Clone, clap::Args)]
@@ -703,7 +703,7 @@ mod tests {
             put_message(&mut raw, 0x1a, &m);
         }
         let body = snap::raw::Encoder::new().compress_vec(&raw).expect("compress");
-        let req = remote_write::decode(&body).expect("decodes");
+        let req = remote_write::decode(&body, remote_write::WRITE_BODY_BYTES_MAX).expect("decodes");
         assert_eq!(req.metadata, w.metadata());
         let v = remote_write::validate(req);
         assert!(v.rejected.is_empty(), "{:?}", v.rejected);
@@ -818,7 +818,8 @@ mod tests {
                         let reply: &[u8] = if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
                             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy"
                         } else {
-                            let req = remote_write::decode(&body).expect("the bench sends valid requests");
+                            let req = remote_write::decode(&body, remote_write::WRITE_BODY_BYTES_MAX)
+                                .expect("the bench sends valid requests");
                             let mut s = seen.lock().expect("lock");
                             s.headers.push(head);
                             s.requests.push(req);

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use prost::Message;
 
-use crate::api::prompb;
+use crate::prompb;
 
 /// Nodes in the demo cluster.
 const DEMO_NODES: u64 = 3;

@@ -23,7 +23,7 @@ use openraft::impls::ProgressResponder;
 
 /// Why a write was not committed. Every variant is retryable by the sender.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
+pub enum CommitError {
     /// No leader, not the leader, no quorum, or commit timed out.
     #[error("cannot commit: {0}")]
     Unavailable(String),
@@ -34,7 +34,7 @@ pub enum WriteError {
 
 struct Job {
     req: AppendRequest,
-    done: oneshot::Sender<Result<AppendResult, WriteError>>,
+    done: oneshot::Sender<Result<AppendResult, CommitError>>,
 }
 
 /// Handle to the batcher task.
@@ -126,14 +126,14 @@ impl Batcher {
     }
 
     /// Commits `req` through the log; returns what apply did with it.
-    pub async fn submit(&self, req: AppendRequest) -> Result<AppendResult, WriteError> {
+    pub async fn submit(&self, req: AppendRequest) -> Result<AppendResult, CommitError> {
         let parts = split_request(req, self.series_max, self.samples_max);
         let mut waits = Vec::with_capacity(parts.len());
         for part in parts {
             let (done, rx) = oneshot::channel();
             self.tx.try_send(Job { req: part, done }).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => WriteError::Overloaded(self.queue_max),
-                mpsc::error::TrySendError::Closed(_) => WriteError::Unavailable("node is shutting down".into()),
+                mpsc::error::TrySendError::Full(_) => CommitError::Overloaded(self.queue_max),
+                mpsc::error::TrySendError::Closed(_) => CommitError::Unavailable("node is shutting down".into()),
             })?;
             waits.push(rx);
         }
@@ -141,7 +141,7 @@ impl Batcher {
         for w in waits {
             let r = w
                 .await
-                .map_err(|_| WriteError::Unavailable("write dropped during shutdown".into()))??;
+                .map_err(|_| CommitError::Unavailable("write dropped during shutdown".into()))??;
             total.appended += r.appended;
             total.duplicates += r.duplicates;
             total.out_of_order += r.out_of_order;
@@ -211,7 +211,7 @@ async fn run(
 /// An entry handed to Raft, waiting for its commit and apply.
 struct Proposal {
     rx: openraft::alias::OneshotReceiverOf<TypeConfig, openraft::raft::ClientWriteResult<TypeConfig>>,
-    dones: Vec<oneshot::Sender<Result<AppendResult, WriteError>>>,
+    dones: Vec<oneshot::Sender<Result<AppendResult, CommitError>>>,
     key: u128,
     started: Instant,
 }
@@ -222,7 +222,7 @@ struct Proposal {
 async fn submit(raft: &Raft, jobs: Vec<Job>, metrics: &Metrics, decoded: &DecodedCache) -> Option<Proposal> {
     let (reqs, dones): (Vec<AppendRequest>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.done)).unzip();
     let samples: usize = reqs.iter().map(AppendRequest::num_samples).sum();
-    let fail = |dones: Vec<oneshot::Sender<Result<AppendResult, WriteError>>>, e: WriteError| {
+    let fail = |dones: Vec<oneshot::Sender<Result<AppendResult, CommitError>>>, e: CommitError| {
         for d in dones {
             let _ = d.send(Err(e.clone()));
         }
@@ -232,7 +232,7 @@ async fn submit(raft: &Raft, jobs: Vec<Job>, metrics: &Metrics, decoded: &Decode
     let cmd = match Command::write(&reqs) {
         Ok(c) => c,
         Err(e) => {
-            fail(dones, WriteError::Unavailable(e.to_string()));
+            fail(dones, CommitError::Unavailable(e.to_string()));
             return None;
         }
     };
@@ -257,7 +257,7 @@ async fn submit(raft: &Raft, jobs: Vec<Job>, metrics: &Metrics, decoded: &Decode
     let started = Instant::now();
     if let Err(e) = raft.write(cmd).responder(responder).await {
         decoded.forget(key);
-        fail(dones, WriteError::Unavailable(e.to_string()));
+        fail(dones, CommitError::Unavailable(e.to_string()));
         return None;
     }
     Some(Proposal {
@@ -279,14 +279,14 @@ impl Proposal {
                 for d in self.dones {
                     let r = results
                         .next()
-                        .ok_or_else(|| WriteError::Unavailable("apply returned fewer results than requests".into()));
+                        .ok_or_else(|| CommitError::Unavailable("apply returned fewer results than requests".into()));
                     let _ = d.send(r);
                 }
                 return;
             }
-            Ok(Ok(Err(e))) => WriteError::Unavailable(e.to_string()),
-            Ok(Err(_)) => WriteError::Unavailable("raft dropped the write (shutting down)".into()),
-            Err(_) => WriteError::Unavailable(format!("commit did not finish within {} ms", timeout.as_millis())),
+            Ok(Ok(Err(e))) => CommitError::Unavailable(e.to_string()),
+            Ok(Err(_)) => CommitError::Unavailable("raft dropped the write (shutting down)".into()),
+            Err(_) => CommitError::Unavailable(format!("commit did not finish within {} ms", timeout.as_millis())),
         };
         decoded.forget(self.key);
         for d in self.dones {

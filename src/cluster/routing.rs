@@ -3,16 +3,77 @@
 //! the caller asked for.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
+use openraft::ReadPolicy;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use openraft::ReadPolicy;
-
-use super::batcher::WriteError;
-use crate::node::Node;
+use super::batcher::{Batcher, CommitError};
+use crate::raft::state_machine::Applied;
+use crate::raft::transport::peer::PeerClients;
 use crate::raft::transport::Error as RpcError;
+use crate::raft::Raft;
 use crate::tsdb::{AppendRequest, AppendResult};
+
+/// When this node last lost sight of a leader (`None` while it knows one).
+/// tokio's clock, so that the simulator's clock drives it. Clones share
+/// the value: the node's leader watch sets it, routing reads it.
+#[derive(Clone, Debug)]
+pub struct LeaderLost(Arc<parking_lot::Mutex<Option<Instant>>>);
+
+impl LeaderLost {
+    /// Starts as "lost now": a node knows no leader until it hears one.
+    pub fn new() -> LeaderLost {
+        LeaderLost(Arc::new(parking_lot::Mutex::new(Some(Instant::now()))))
+    }
+
+    /// A leader is known again.
+    pub fn found(&self) {
+        *self.0.lock() = None;
+    }
+
+    /// The leader was lost now.
+    pub fn lost(&self) {
+        *self.0.lock() = Some(Instant::now());
+    }
+
+    /// When the leader was lost; `None` while one is known.
+    pub fn at(&self) -> Option<Instant> {
+        *self.0.lock()
+    }
+}
+
+impl Default for LeaderLost {
+    fn default() -> Self {
+        LeaderLost::new()
+    }
+}
+
+/// What routing needs of a node, and nothing more: its id, the Raft handle,
+/// the batcher, clients to peers, the applied index, the leader watch and
+/// two limits from the configuration.
+#[derive(Clone)]
+pub struct Router {
+    /// This node's id.
+    pub node_id: u64,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The group-commit batcher (used while this node leads).
+    pub batcher: Batcher,
+    /// Clients to peers (forwarding, read index).
+    pub peers: Arc<PeerClients>,
+    /// Applied index, updated by the state machine.
+    pub applied: watch::Receiver<Applied>,
+    /// When this node last lost sight of a leader.
+    pub leader_lost: LeaderLost,
+    /// `query.max_staleness`.
+    pub max_staleness: Duration,
+    /// `write.commit_timeout_ms`, also the deadline of a linearizable read.
+    pub commit_timeout: Duration,
+}
 
 /// Read consistency levels (DESIGN decision 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,8 +105,12 @@ pub enum ReadError {
     Unavailable(String),
 }
 
-fn leader_addr(node: &Node, leader: u64) -> Option<String> {
-    let m = node.raft_metrics();
+fn raft_metrics(raft: &Raft) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
+    raft.metrics().borrow_watched().clone()
+}
+
+fn leader_addr(node: &Router, leader: u64) -> Option<String> {
+    let m = raft_metrics(&node.raft);
     m.membership_config
         .membership()
         .get_node(&leader)
@@ -55,13 +120,11 @@ fn leader_addr(node: &Node, leader: u64) -> Option<String> {
 /// For a leader: whether a quorum acknowledged it within `max_staleness`
 /// (always true for a one-voter cluster). An isolated openraft leader keeps
 /// believing it leads; this is how it finds out.
-pub fn leader_is_fresh(node: &Node) -> bool {
-    let m = node.raft_metrics();
-    let me = node.config.node_id;
+pub fn leader_is_fresh(node: &Router) -> bool {
+    let m = raft_metrics(&node.raft);
+    let me = node.node_id;
     let alone = m.membership_config.membership().voter_ids().all(|v| v == me);
-    alone
-        || quorum_ack_age_ms(&m)
-            .is_some_and(|ms| i64::try_from(ms).unwrap_or(i64::MAX) <= node.config.query.max_staleness)
+    alone || quorum_ack_age_ms(&m).is_some_and(|ms| u128::from(ms) <= node.max_staleness.as_millis())
 }
 
 /// Milliseconds since a quorum last acknowledged this leader, measured now
@@ -72,13 +135,13 @@ fn quorum_ack_age_ms(m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Opti
 }
 
 /// Commits `req` through the leader; returns what apply did with it.
-pub async fn write(node: &Node, req: AppendRequest) -> Result<AppendResult, WriteError> {
-    let leader = node.raft_metrics().current_leader;
+pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, CommitError> {
+    let leader = raft_metrics(&node.raft).current_leader;
     match leader {
-        Some(l) if l == node.config.node_id => {
+        Some(l) if l == node.node_id => {
             if !leader_is_fresh(node) {
                 // Fail fast instead of waiting out the commit timeout.
-                return Err(WriteError::Unavailable(format!(
+                return Err(CommitError::Unavailable(format!(
                     "node {l} leads but no quorum has acknowledged it within max_staleness; the cluster has no quorum"
                 )));
             }
@@ -86,32 +149,32 @@ pub async fn write(node: &Node, req: AppendRequest) -> Result<AppendResult, Writ
         }
         Some(l) => {
             let addr = leader_addr(node, l)
-                .ok_or_else(|| WriteError::Unavailable(format!("leader {l} has no known address")))?;
+                .ok_or_else(|| CommitError::Unavailable(format!("leader {l} has no known address")))?;
             let mut c = node
                 .peers
                 .get(&addr)
-                .map_err(|e| WriteError::Unavailable(e.to_string()))?;
-            let deadline = Duration::from_millis(node.config.write.commit_timeout_ms);
+                .map_err(|e| CommitError::Unavailable(e.to_string()))?;
+            let deadline = node.commit_timeout;
             let mut res = c
                 .forward_write(std::slice::from_ref(&req), deadline)
                 .await
-                .map_err(|e| WriteError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
+                .map_err(|e| CommitError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
             res.pop()
-                .ok_or_else(|| WriteError::Unavailable("leader returned no result".into()))
+                .ok_or_else(|| CommitError::Unavailable("leader returned no result".into()))
         }
-        None => Err(WriteError::Unavailable(
+        None => Err(CommitError::Unavailable(
             "no leader is known (election in progress or no quorum)".into(),
         )),
     }
 }
 
 /// Waits until this node may serve a read at `level`.
-pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadError> {
-    let m = node.raft_metrics();
+pub async fn read_barrier(node: &Router, level: Consistency) -> Result<(), ReadError> {
+    let m = raft_metrics(&node.raft);
     match level {
         Consistency::Local => {
-            let max = Duration::from_millis(node.config.query.max_staleness as u64);
-            let me = node.config.node_id;
+            let max = node.max_staleness;
+            let me = node.node_id;
             if m.current_leader == Some(me) {
                 // A leader cut off from its followers still believes it
                 // leads; what tells is how long ago a quorum acknowledged it.
@@ -130,20 +193,20 @@ pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadErr
             if m.current_leader.is_some() {
                 return Ok(());
             }
-            match node.leader_lost_at().map(|t| t.elapsed()) {
+            match node.leader_lost.at().map(|t| t.elapsed()) {
                 Some(age) if age <= max => Ok(()),
                 age => Err(ReadError::Unavailable(format!(
                     "node {} has heard from no leader for {} (max_staleness {} ms); retry on another node or later",
-                    node.config.node_id,
+                    node.node_id,
                     age.map_or("an unknown time".to_string(), |a| format!("{} ms", a.as_millis())),
                     max.as_millis()
                 ))),
             }
         }
         Consistency::Linearizable => {
-            let deadline = Instant::now() + Duration::from_millis(node.config.write.commit_timeout_ms);
+            let deadline = Instant::now() + node.commit_timeout;
             let index = match m.current_leader {
-                Some(l) if l == node.config.node_id => {
+                Some(l) if l == node.node_id => {
                     let fut = node.raft.get_read_log_id(ReadPolicy::ReadIndex);
                     let (read, _) = tokio::time::timeout_at(deadline, fut)
                         .await
@@ -184,7 +247,7 @@ pub async fn read_barrier(node: &Node, level: Consistency) -> Result<(), ReadErr
                 Ok(true) => Ok(()),
                 _ => Err(ReadError::Unavailable(format!(
                     "local replica did not apply up to the read index {index} in time (applied {})",
-                    node.applied_index()
+                    node.applied.borrow().index
                 ))),
             }
         }

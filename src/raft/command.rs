@@ -126,8 +126,7 @@ pub enum CodecError {
 impl Command {
     /// Encodes requests into one write command.
     pub fn write(requests: &[AppendRequest]) -> Result<Command, CodecError> {
-        let raw = bincode::serde::encode_to_vec(requests, bincode::config::standard())
-            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        let raw = crate::codec::encode_to_vec(requests).map_err(|e| CodecError::Encode(e.to_string()))?;
         let payload = snap::raw::Encoder::new()
             .compress_vec(&raw)
             .map_err(|e| CodecError::Encode(e.to_string()))?;
@@ -145,8 +144,8 @@ impl Command {
         let raw = snap::raw::Decoder::new()
             .decompress_vec(payload)
             .map_err(|e| CodecError::Decode(e.to_string()))?;
-        let cfg = bincode::config::standard().with_limit::<ENTRY_DECODED_BYTES_MAX>();
-        let (reqs, _) = bincode::serde::decode_from_slice(&raw, cfg).map_err(|e| CodecError::Decode(e.to_string()))?;
+        let (reqs, _) = crate::codec::decode_from_slice_limited::<_, ENTRY_DECODED_BYTES_MAX>(&raw)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
         Ok(reqs)
     }
 }

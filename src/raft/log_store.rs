@@ -18,9 +18,8 @@ use std::time::Instant;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use crate::kv::{Kv, KvTree, SledKv};
+use crate::kv::{Kv, KvTree};
 
-use super::command::ENTRY_DECODED_BYTES_MAX;
 use super::{Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -61,50 +60,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn bincode_cfg() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
-/// Encodes an entry as stored: CRC then bincode.
-pub fn encode_entry(e: &Entry) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; 4];
-    bincode::serde::encode_into_std_write(e, &mut out, bincode_cfg()).map_err(io_err)?;
-    let crc = crc32fast::hash(&out[4..]);
-    out[..4].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
-}
-
-/// Decodes a stored entry, checking its CRC.
-pub fn decode_entry(b: &[u8]) -> io::Result<Entry> {
-    if b.len() < 4 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "log entry shorter than its checksum",
-        ));
-    }
-    let want = u32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
-    let got = crc32fast::hash(&b[4..]);
-    if want != got {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("log entry checksum mismatch: stored {want:08x}, computed {got:08x}"),
-        ));
-    }
-    // Limited: an unlimited decoder allocates whatever a length prefix in
-    // the entry says before reading it (a panic or an abort on corrupt bytes
-    // that pass the CRC).
-    let cfg = bincode_cfg().with_limit::<ENTRY_DECODED_BYTES_MAX>();
-    let (e, _) = bincode::serde::decode_from_slice(&b[4..], cfg)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log entry: {e}")))?;
-    Ok(e)
-}
+pub use super::entry_format::{decode_entry, encode_entry};
 
 impl LogStore {
-    /// Opens the log trees of the sled database `db` and starts the flusher thread.
-    pub fn open(db: &sled::Db) -> io::Result<Self> {
-        Self::open_kv(Arc::new(SledKv(db.clone())))
-    }
-
     /// Opens the log trees of `db`; starts the flusher thread unless the
     /// store's I/O is inline ([`Kv::inline_io`]).
     pub fn open_kv(db: Arc<dyn Kv>) -> io::Result<Self> {
@@ -165,13 +123,13 @@ impl LogStore {
         let Some(v) = self.meta.get(key)? else {
             return Ok(None);
         };
-        let (t, _) = bincode::serde::decode_from_slice(&v, bincode_cfg())
+        let (t, _) = crate::codec::decode_from_slice(&v)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("raft meta {key:?}: {e}")))?;
         Ok(Some(t))
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
-        let b = bincode::serde::encode_to_vec(v, bincode_cfg()).map_err(io_err)?;
+        let b = crate::codec::encode_to_vec(v).map_err(io_err)?;
         self.meta.insert(key, b.into())?;
         Ok(())
     }
@@ -355,6 +313,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::raft::command::ENTRY_DECODED_BYTES_MAX;
     use crate::raft::Command;
     use crate::test_support::proptest_cases;
 

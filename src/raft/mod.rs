@@ -6,6 +6,7 @@
 //! does not parse HTTP or PromQL.
 
 pub mod command;
+pub mod entry_format;
 pub mod log_store;
 pub mod runtime;
 pub mod state_machine;

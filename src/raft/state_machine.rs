@@ -59,8 +59,7 @@ pub fn checkpoint_log_id(db: &Db) -> io::Result<Option<LogId>> {
 const UPPER_DECODED_BYTES_MAX: usize = 1 << 20;
 
 fn decode_upper_record(b: &[u8]) -> io::Result<Upper> {
-    let cfg = bincode::config::standard().with_limit::<UPPER_DECODED_BYTES_MAX>();
-    let (upper, _): (Upper, usize) = bincode::serde::decode_from_slice(b, cfg)
+    let (upper, _): (Upper, usize) = crate::codec::decode_from_slice_limited::<Upper, UPPER_DECODED_BYTES_MAX>(b)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
     Ok(upper)
 }
@@ -75,8 +74,7 @@ pub fn decode_upper(b: &[u8]) -> io::Result<(Option<LogId>, StoredMembership)> {
 /// Encodes the Raft state kept with a checkpoint (restore writes a new one:
 /// the backup's applied log id with a one-member membership).
 pub fn encode_upper(applied: Option<LogId>, membership: StoredMembership) -> Vec<u8> {
-    bincode::serde::encode_to_vec(&Upper { applied, membership }, bincode::config::standard())
-        .expect("encoding to a Vec cannot fail")
+    crate::codec::encode_to_vec(&Upper { applied, membership }).expect("encoding to a Vec cannot fail")
 }
 
 /// Applied progress others can wait on.
@@ -130,7 +128,7 @@ impl StateMachine {
             applied: self.applied,
             membership: self.membership.clone(),
         };
-        bincode::serde::encode_to_vec(&u, bincode::config::standard()).expect("encoding to a Vec cannot fail")
+        crate::codec::encode_to_vec(&u).expect("encoding to a Vec cannot fail")
     }
 
     /// Writes a checkpoint of everything applied so far.

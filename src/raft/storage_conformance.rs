@@ -27,7 +27,7 @@ use super::command::DecodedCache;
 use super::log_store::LogStore;
 use super::state_machine::{Applied, SnapshotData, StateMachine};
 use super::{Entry, LogId, StoredMembership, TypeConfig};
-use crate::kv::{Kv, SledKv};
+use crate::kv::{Kv, SledKv, SledOptions};
 use crate::test_support::MemKv;
 use crate::tsdb::{Db, HeadOptions};
 
@@ -56,8 +56,8 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(storage_err)?;
-        let db = sled::Config::new().path(dir.path()).open().map_err(storage_err)?;
-        let (log, sm, _) = open_pair(Arc::new(SledKv(db)))?;
+        let db = SledKv::open(dir.path(), SledOptions::default()).map_err(storage_err)?;
+        let (log, sm, _) = open_pair(Arc::new(db))?;
         Ok((dir, log, sm))
     }
 }
@@ -242,7 +242,7 @@ async fn transfer_snapshot_through_export(kv_l: Arc<dyn Kv>, kv_f: Arc<dyn Kv>) 
 async fn transfer_snapshot_through_export_on_sled() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let kv =
-        |d: &tempfile::TempDir| -> Arc<dyn Kv> { Arc::new(SledKv(sled::Config::new().path(d.path()).open().unwrap())) };
+        |d: &tempfile::TempDir| -> Arc<dyn Kv> { Arc::new(SledKv::open(d.path(), SledOptions::default()).unwrap()) };
     transfer_snapshot_through_export(kv(&dirs.0), kv(&dirs.1)).await;
 }
 

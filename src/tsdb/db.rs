@@ -132,14 +132,10 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens the TSDB in `db` and loads its last checkpoint. Returns the
-    /// upper layer's state saved with that checkpoint.
-    pub fn open(db: &sled::Db, opts: HeadOptions) -> Result<(Db, Option<Vec<u8>>), Error> {
-        Self::open_kv(std::sync::Arc::new(crate::kv::SledKv(db.clone())), opts)
-    }
-
-    /// Opens the TSDB in any [`crate::kv::Kv`] (the simulator's store) and
-    /// loads its last checkpoint, like [`Db::open`].
+    /// Opens the TSDB in a [`crate::kv::Kv`] (sled's [`crate::kv::SledKv`]
+    /// in production, the simulator's store in `sim/`) and loads its last
+    /// checkpoint. Returns the upper layer's state saved with that
+    /// checkpoint.
     pub fn open_kv(db: std::sync::Arc<dyn crate::kv::Kv>, opts: HeadOptions) -> Result<(Db, Option<Vec<u8>>), Error> {
         let store = Store::open(db)?;
         let mut head = Head::new(opts);

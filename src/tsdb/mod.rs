@@ -27,9 +27,6 @@ use serde::{Deserialize, Serialize};
 /// Errors of the TSDB.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The embedded store failed.
-    #[error("storage: {0}")]
-    Store(#[from] sled::Error),
     /// Bytes read back from disk are not what was written.
     #[error("corrupt data: {0}")]
     Corrupt(String),

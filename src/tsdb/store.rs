@@ -60,10 +60,6 @@ pub struct CheckpointMeta {
     pub next_block_id: u64,
 }
 
-fn bincode_cfg() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
 /// Most bytes one bincode record of the store (checkpoint meta, metadata,
 /// a series' labels) may make decoding allocate. Without a limit bincode
 /// allocates whatever a length prefix says before reading the bytes, so a
@@ -71,16 +67,15 @@ fn bincode_cfg() -> bincode::config::Configuration {
 /// can exceed what an export accepts for one record anyway.
 const RECORD_DECODED_BYTES_MAX: usize = EXPORT_RECORD_BYTES_MAX;
 
-/// The configuration for decoding stored records: as written, plus
-/// [`RECORD_DECODED_BYTES_MAX`].
-fn decode_cfg() -> impl bincode::config::Config {
-    bincode_cfg().with_limit::<RECORD_DECODED_BYTES_MAX>()
+/// Decodes one stored record, within [`RECORD_DECODED_BYTES_MAX`].
+fn decode_record<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<(T, usize), crate::codec::DecodeError> {
+    crate::codec::decode_from_slice_limited::<T, RECORD_DECODED_BYTES_MAX>(v)
 }
 
 /// Decodes the checkpoint meta record and refuses a newer layout.
 fn decode_meta(v: &[u8]) -> Result<CheckpointMeta, Error> {
-    let (m, _): (CheckpointMeta, usize) = bincode::serde::decode_from_slice(v, decode_cfg())
-        .map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
+    let (m, _): (CheckpointMeta, usize) =
+        decode_record(v).map_err(|e| Error::Corrupt(format!("checkpoint meta: {e}")))?;
     if m.version > CHECKPOINT_FORMAT_VERSION {
         return Err(Error::Corrupt(format!(
             "checkpoint format version {} is newer than this binary supports ({CHECKPOINT_FORMAT_VERSION})",
@@ -176,7 +171,7 @@ impl Store {
         let Some(meta) = self.meta()? else { return Ok(None) };
         let metadata: Vec<Metadata> = match self.tree.get(KEY_METADATA)? {
             Some(v) => {
-                bincode::serde::decode_from_slice(&v, decode_cfg())
+                decode_record(&v)
                     .map_err(|e| Error::Corrupt(format!("metadata: {e}")))?
                     .0
             }
@@ -312,7 +307,7 @@ impl Store {
             }
         }
         if let Some(m) = &delta.metadata {
-            let v = bincode::serde::encode_to_vec(m, bincode_cfg()).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let v = crate::codec::encode_to_vec(m).map_err(|e| Error::Corrupt(e.to_string()))?;
             batch.push((KEY_METADATA.to_vec(), Some(v.into())));
         }
         let meta = CheckpointMeta {
@@ -322,7 +317,7 @@ impl Store {
             min_valid_t: delta.min_valid_t,
             next_block_id,
         };
-        let v = bincode::serde::encode_to_vec(&meta, bincode_cfg()).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let v = crate::codec::encode_to_vec(&meta).map_err(|e| Error::Corrupt(e.to_string()))?;
         batch.push((KEY_META.to_vec(), Some(v.into())));
         // One flush covers the block trees and the batch; sled recovers a
         // prefix of writes in order, so the batch never survives without
@@ -638,12 +633,12 @@ const _: () = assert!(OPEN_STATE_SHARDS <= 256, "shard ids are one byte");
 
 fn encode_labels(l: &Labels) -> Vec<u8> {
     let pairs: Vec<(&str, &str)> = l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
-    bincode::serde::encode_to_vec(&pairs, bincode_cfg()).expect("encoding strings to a Vec cannot fail")
+    crate::codec::encode_to_vec(&pairs).expect("encoding strings to a Vec cannot fail")
 }
 
 fn decode_labels(b: &[u8]) -> Result<Labels, Error> {
-    let (pairs, _): (Vec<(String, String)>, usize) = bincode::serde::decode_from_slice(b, decode_cfg())
-        .map_err(|e| Error::Corrupt(format!("series labels: {e}")))?;
+    let (pairs, _): (Vec<(String, String)>, usize) =
+        decode_record(b).map_err(|e| Error::Corrupt(format!("series labels: {e}")))?;
     let v: Vec<Label> = pairs.into_iter().map(|(name, value)| Label { name, value }).collect();
     if !v.windows(2).all(|w| w[0].name < w[1].name) {
         return Err(Error::Corrupt("series labels not sorted".into()));
@@ -871,7 +866,7 @@ mod tests {
             min_valid_t: 0,
             next_block_id: 0,
         };
-        let b = bincode::serde::encode_to_vec(&m, bincode_cfg()).unwrap();
+        let b = crate::codec::encode_to_vec(&m).unwrap();
         let e = decode_meta(&b).unwrap_err().to_string();
         assert!(e.contains("newer than this binary supports"), "{e}");
     }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde_json::Value;
 
-pub use promraft::api::prompb;
+pub use promraft::prompb;
 
 /// The binary under test, built by cargo for integration tests.
 pub const PROMRAFT_BIN: &str = env!("CARGO_BIN_EXE_promraft");

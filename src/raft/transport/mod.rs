@@ -45,12 +45,21 @@ pub mod proto {
 /// when openraft's or promraft's serialized types change shape.
 pub const WIRE_FORMAT: u32 = 1;
 
+/// Most entries one AppendEntries carries (openraft's `max_payload_entries`,
+/// set from this in `node.rs`; 300 is openraft's default).
+pub const APPEND_ENTRIES_PER_MESSAGE_MAX: u64 = 300;
+
 /// Largest gRPC message either side encodes or decodes. An AppendEntries
-/// carries at most openraft's `max_payload_entries` (300 by default) entries
-/// of at most `ENTRY_PAYLOAD_BYTES_MAX` (96 KiB) each, about 29 MiB; a
-/// forwarded write is bounded by the HTTP body limit. 64 MiB leaves room
-/// for both and still stops a corrupt length from allocating without bound.
+/// carries at most [`APPEND_ENTRIES_PER_MESSAGE_MAX`] entries of at most
+/// `ENTRY_PAYLOAD_BYTES_MAX` (96 KiB) each, about 29 MiB; a forwarded write
+/// is bounded by the decoded remote-write limit (64 MiB, asserted in
+/// `api::write`). 64 MiB leaves room for both and still stops a corrupt
+/// length from allocating without bound.
 pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+const _: () = assert!(
+    APPEND_ENTRIES_PER_MESSAGE_MAX as usize * crate::raft::command::ENTRY_PAYLOAD_BYTES_MAX < MESSAGE_BYTES_MAX
+);
 
 /// Bytes of export data per snapshot message: large enough that framing
 /// costs nothing, small enough that a few in flight stay cheap in memory.
@@ -232,7 +241,7 @@ pub(crate) fn request<T>(msg: T, deadline: Duration) -> tonic::Request<T> {
 
 /// Encodes a value for a `bytes` field.
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Bytes, Error> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard())
+    crate::codec::encode_to_vec(v)
         .map(Bytes::from)
         .map_err(|e| Error::Malformed(format!("encoding: {e}")))
 }
@@ -245,8 +254,8 @@ pub(crate) fn decode<T: DeserializeOwned>(format: u32, b: &[u8], what: &str) -> 
             "{what}: wire format {format}, this node speaks {WIRE_FORMAT}"
         )));
     }
-    let cfg = bincode::config::standard().with_limit::<MESSAGE_BYTES_MAX>();
-    let (v, used) = bincode::serde::decode_from_slice(b, cfg).map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
+    let (v, used) = crate::codec::decode_from_slice_limited::<_, MESSAGE_BYTES_MAX>(b)
+        .map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
     if used != b.len() {
         return Err(Error::Malformed(format!(
             "{what}: {} trailing bytes after the message",

@@ -16,6 +16,7 @@ use super::peer::PeerClient;
 use super::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo};
 use super::snapshot;
 use super::Error;
+use crate::kv::{SledKv, SledOptions};
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::{Command, NodeId, NodeInfo, Raft};
@@ -75,10 +76,10 @@ impl TestNode {
     /// network and serves the Raft service on an ephemeral port.
     async fn start(id: NodeId, snapshot_chunk_bytes: usize) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sled_db = sled::Config::new().path(dir.path().join("db")).open().expect("sled");
-        let (db, _) = Db::open(&sled_db, HeadOptions::default()).expect("tsdb");
+        let sled_db = Arc::new(SledKv::open(&dir.path().join("db"), SledOptions::default()).expect("sled"));
+        let (db, _) = Db::open_kv(sled_db.clone(), HeadOptions::default()).expect("tsdb");
         let db = Arc::new(db);
-        let log = LogStore::open(&sled_db).expect("log store");
+        let log = LogStore::open_kv(sled_db).expect("log store");
         let (applied_tx, _) = watch::channel(Applied::default());
         let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), Default::default()).expect("state machine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -382,8 +383,8 @@ async fn dead_and_silent_peers_fail_within_the_deadline() {
     use openraft::raft::VoteRequest;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let sled_db = sled::Config::new().path(dir.path().join("db")).open().expect("sled");
-    let (db, _) = Db::open(&sled_db, HeadOptions::default()).expect("tsdb");
+    let sled_db = Arc::new(SledKv::open(&dir.path().join("db"), SledOptions::default()).expect("sled"));
+    let (db, _) = Db::open_kv(sled_db, HeadOptions::default()).expect("tsdb");
     let mut net = GrpcNetwork::new(1, Arc::new(db), dir.path()).expect("network");
     let vote = || VoteRequest::new(crate::raft::Vote::new(1, 1), None);
     let peer = |addr: String| NodeInfo {

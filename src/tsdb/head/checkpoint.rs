@@ -301,12 +301,13 @@ mod tests {
     #[test]
     fn checkpoint_then_reopen_gives_the_same_digest_and_queries() {
         let dir = tempfile::tempdir().unwrap();
-        let sled_db = sled::Config::new().path(dir.path()).open().unwrap();
+        let kv: std::sync::Arc<dyn crate::kv::Kv> =
+            std::sync::Arc::new(crate::kv::SledKv::open(dir.path(), Default::default()).unwrap());
         let opts = HeadOptions {
             ooo_window_ms: 20_000,
             chunk_samples: 120,
         };
-        let (db, upper) = Db::open(&sled_db, opts.clone()).unwrap();
+        let (db, upper) = Db::open_kv(kv.clone(), opts.clone()).unwrap();
         assert_eq!(upper, None, "a fresh store has no checkpoint");
         // Closed chunks, an open chunk, out-of-order samples both cut into a
         // chunk and still buffered, and a series retention removes.
@@ -331,7 +332,7 @@ mod tests {
         let status = db.status();
         drop(db);
 
-        let (db, upper) = Db::open(&sled_db, opts).unwrap();
+        let (db, upper) = Db::open_kv(kv.clone(), opts).unwrap();
         assert_eq!(upper.as_deref(), Some(&b"second"[..]));
         assert_eq!(db.digest().unwrap(), digest);
         assert_eq!(select_all(&db, "a"), a);
