@@ -27,7 +27,7 @@ const SEQ_SERIES: usize = 300;
 const SEQ_BATCHES: usize = 30;
 /// Concurrent writers in the in-flight phase; each owns its series, so no
 /// write of one can be out of order because of another.
-const WRITERS: usize = 2;
+const WRITERS: usize = 4;
 /// Series per writer in the in-flight phase.
 const WRITER_SERIES: usize = 100;
 /// Acknowledged requests to wait for in the in-flight phase before the kill.
@@ -194,16 +194,20 @@ fn acknowledged_writes_survive_sigkill() {
     let unexpected = Arc::new(Mutex::new(Vec::<String>::new()));
     // When each request that got no answer (its connection failed) was sent.
     let unanswered_sent_at = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    // Writers inside a request right now (sent, not yet answered): the kill
+    // waits for some, so that it lands while requests are in flight.
+    let in_request = Arc::new(AtomicUsize::new(0));
     let base2 = base + 1_200_000;
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (addr, oracle, acked, stop, unexpected, unanswered_sent_at) = (
+            let (addr, oracle, acked, stop, unexpected, unanswered_sent_at, in_request) = (
                 node.http_addr.clone(),
                 oracle.clone(),
                 acked.clone(),
                 stop.clone(),
                 unexpected.clone(),
                 unanswered_sent_at.clone(),
+                in_request.clone(),
             );
             std::thread::spawn(move || {
                 for b in 0..WRITER_REQUESTS_MAX {
@@ -211,14 +215,12 @@ fn acknowledged_writes_survive_sigkill() {
                         return;
                     }
                     let (req, samples) = batch("crash_inflight", w + 1, WRITER_SERIES, b, base2 + b as i64 * 1000);
+                    let body = encode_write(&req);
                     let sent_at = Instant::now();
-                    match http_request(
-                        &addr,
-                        "POST",
-                        "/api/v1/write",
-                        REMOTE_WRITE_HEADERS,
-                        &encode_write(&req),
-                    ) {
+                    in_request.fetch_add(1, Ordering::SeqCst);
+                    let answer = http_request(&addr, "POST", "/api/v1/write", REMOTE_WRITE_HEADERS, &body);
+                    in_request.fetch_sub(1, Ordering::SeqCst);
+                    match answer {
                         Ok(r) if r.status == 204 => {
                             oracle.lock().expect("oracle lock").record(&samples, true);
                             acked.fetch_add(1, Ordering::SeqCst);
@@ -253,6 +255,13 @@ fn acknowledged_writes_survive_sigkill() {
             Err(format!("{n} of {INFLIGHT_ACKED_BEFORE_KILL} requests acknowledged"))
         }
     });
+    // Each writer spends most of its time inside a request, but not all of
+    // it: kill only once all but one of them are (bounded wait).
+    let busy = WRITERS - 1;
+    let gate_deadline = Instant::now() + Duration::from_secs(10);
+    while in_request.load(Ordering::SeqCst) < busy && Instant::now() < gate_deadline {
+        std::hint::spin_loop();
+    }
     let kill_at = Instant::now();
     node.kill9();
     stop.store(true, Ordering::Relaxed);
@@ -271,7 +280,15 @@ fn acknowledged_writes_survive_sigkill() {
     assert!(
         in_flight >= 1,
         "no request was in flight at the SIGKILL (none sent before it went unanswered), so the in-flight phase \
-         checked nothing; reproduce: {}",
+         checked nothing; unanswered requests sent {:?} relative to the kill, other answers {:?}; reproduce: {}",
+        unanswered_sent_at
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|t| t.saturating_duration_since(kill_at).as_micros() as i64
+                - kill_at.saturating_duration_since(*t).as_micros() as i64)
+            .collect::<Vec<_>>(),
+        unexpected.lock().expect("lock"),
         repro(FILE, TEST)
     );
     let unexpected = unexpected.lock().expect("lock").clone();
