@@ -152,48 +152,14 @@ impl Node {
             reason: e.to_string(),
         };
         std::fs::create_dir_all(&dir).map_err(|e| dir_err(&e))?;
-        let opts = HeadOptions {
-            ooo_window_ms: duration_ms(config.storage.out_of_order_window),
-            ..Default::default()
-        };
-        let loaded = Instant::now();
-        let (db, _) = Db::open_kv(io.tsdb_kv, opts).map_err(|e| dir_err(&e))?;
-        let db = Arc::new(db);
-        tracing::info!(
-            series = db.head().num_series(),
-            ms = loaded.elapsed().as_millis() as u64,
-            "loaded checkpoint"
-        );
+        let db = open_tsdb(&config, io.tsdb_kv).map_err(|e| dir_err(&e))?;
         let log = LogStore::open_kv(io.log_kv).map_err(|e| dir_err(&e))?;
         let clean_shutdown = log.take_clean_shutdown().map_err(|e| dir_err(&e))?;
         let (applied_tx, applied_rx) = watch::channel(Applied::default());
         let decoded = Arc::new(crate::raft::command::DecodedCache::default());
         let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), decoded.clone()).map_err(|e| dir_err(&e))?;
 
-        let rc = openraft::Config {
-            cluster_name: "promraft".into(),
-            heartbeat_interval: config.raft.heartbeat_interval_ms,
-            election_timeout_min: config.raft.election_timeout_min_ms,
-            election_timeout_max: config.raft.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
-            max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
-            install_snapshot_timeout: 60_000,
-            max_payload_entries: crate::raft::transport::APPEND_ENTRIES_PER_MESSAGE_MAX,
-            // After a crash, a restarted leader must win a new election.
-            // openraft would otherwise restore its leadership at once, with
-            // the commit index read back from the log store, which promraft
-            // does not fsync (`LogStore::save_committed`), while apply does
-            // not flush the TSDB either: after a crash that lost the
-            // unsynced commit index, the leader answered linearizable reads
-            // with a read index below writes it had already acknowledged
-            // (found by the simulation, seed 590; see openraft's
-            // `enable_leader_restore`). After a clean shutdown the commit
-            // index on disk is exact, and restoring leadership is safe.
-            enable_leader_restore: Some(clean_shutdown),
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let rc = raft_config(&config, clean_shutdown)?;
         let network = GrpcNetwork::with_connector(config.node_id, db.clone(), &dir, io.connector.clone())
             .map_err(|e| dir_err(&e))?;
         let raft = Raft::new(config.node_id, Arc::new(rc), network, log.clone(), sm)
@@ -203,32 +169,14 @@ impl Node {
             raft_addr: config.raft_addr.clone(),
             http_addr: config.http_addr.clone(),
         };
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized && config.initial_cluster.is_empty() {
-            raft.initialize(BTreeMap::from([(config.node_id, me.clone())]))
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!(node_id = config.node_id, "initialized a one-member cluster");
-        }
+        let initialized = initialize_alone(&raft, &config, &me).await?;
 
         let metrics = Arc::new(Metrics::default());
         let batcher = Batcher::start(raft.clone(), &config.write, metrics.clone(), decoded);
-        let (stop_rpc, mut stop_rx) = tokio::sync::watch::channel(false);
+        let (stop_rpc, stop_rx) = tokio::sync::watch::channel(false);
         let peers = Arc::new(PeerClients::new(io.connector));
         let leader_lost = LeaderLost::new();
-        let router = Router {
-            node_id: config.node_id,
-            raft: raft.clone(),
-            batcher: batcher.clone(),
-            peers: peers.clone(),
-            applied: applied_rx.clone(),
-            leader_lost: leader_lost.clone(),
-            max_staleness: config.query.max_staleness,
-            commit_timeout: Duration::from_millis(config.write.commit_timeout_ms),
-        };
+        let router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost);
         let node = Arc::new(Node {
             me: me.clone(),
             peers,
@@ -242,11 +190,7 @@ impl Node {
             metrics,
             applied: applied_rx,
             started: Instant::now(),
-            engine: crate::promql::Engine::new(crate::promql::EngineOptions {
-                lookback_delta_ms: duration_ms(config.query.lookback_delta),
-                samples_max: config.query.samples_max,
-                timeout: config.query.timeout,
-            }),
+            engine: query_engine(&config),
             query_slots: Arc::new(tokio::sync::Semaphore::new(config.query.concurrency_max)),
             config,
             log,
@@ -259,27 +203,25 @@ impl Node {
             Arc::new(RaftNodeInfo::new(node.raft.clone(), me)),
         )
         .map_err(|e| dir_err(&e))?;
-        let serve_rpc = io.serve;
-        tokio::spawn(async move {
-            let stop = Box::pin(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve_rpc(svc, stop).await {
-                tracing::error!(error = %e, "raft RPC server stopped");
-            }
-        });
+        spawn_rpc_server(io.serve, svc, stop_rx);
         if !initialized && !node.config.initial_cluster.is_empty() {
-            let members = node.config.initial_cluster.members().clone();
-            let handle = Bootstrap {
-                node_id: node.id(),
-                me: node.me.clone(),
-                raft: node.raft.clone(),
-                peers: node.peers.clone(),
-            };
-            tokio::spawn(bootstrap(handle, members));
+            node.spawn_bootstrap();
         }
         node.spawn_duties();
         Ok(node)
+    }
+
+    /// Forms the cluster of `initial_cluster` in the background (see
+    /// `cluster::bootstrap`).
+    fn spawn_bootstrap(&self) {
+        let members = self.config.initial_cluster.members().clone();
+        let handle = Bootstrap {
+            node_id: self.id(),
+            me: self.me.clone(),
+            raft: self.raft.clone(),
+            peers: self.peers.clone(),
+        };
+        tokio::spawn(bootstrap(handle, members));
     }
 
     /// This node's id.
@@ -417,6 +359,110 @@ impl Node {
 /// `i64::MAX` ms).
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The narrow handle that routes writes to the leader and applies read
+/// consistency (`cluster::routing`).
+fn router(
+    config: &Config,
+    raft: &Raft,
+    batcher: &Batcher,
+    peers: &Arc<PeerClients>,
+    applied: &watch::Receiver<Applied>,
+    leader_lost: &LeaderLost,
+) -> Router {
+    Router {
+        node_id: config.node_id,
+        raft: raft.clone(),
+        batcher: batcher.clone(),
+        peers: peers.clone(),
+        applied: applied.clone(),
+        leader_lost: leader_lost.clone(),
+        max_staleness: config.query.max_staleness,
+        commit_timeout: Duration::from_millis(config.write.commit_timeout_ms),
+    }
+}
+
+/// The PromQL engine with the configured query limits.
+fn query_engine(config: &Config) -> crate::promql::Engine {
+    crate::promql::Engine::new(crate::promql::EngineOptions {
+        lookback_delta_ms: duration_ms(config.query.lookback_delta),
+        samples_max: config.query.samples_max,
+        timeout: config.query.timeout,
+    })
+}
+
+/// Opens the TSDB and loads its checkpoint.
+fn open_tsdb(config: &Config, kv: Arc<dyn Kv>) -> Result<Arc<Db>, crate::tsdb::Error> {
+    let opts = HeadOptions {
+        ooo_window_ms: duration_ms(config.storage.out_of_order_window),
+        ..Default::default()
+    };
+    let loaded = Instant::now();
+    let (db, _) = Db::open_kv(kv, opts)?;
+    tracing::info!(
+        series = db.head().num_series(),
+        ms = loaded.elapsed().as_millis() as u64,
+        "loaded checkpoint"
+    );
+    Ok(Arc::new(db))
+}
+
+/// Whether Raft holds state already; on a first start without
+/// `initial_cluster`, initializes a one-member cluster first.
+async fn initialize_alone(raft: &Raft, config: &Config, me: &NodeInfo) -> Result<bool, StartError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if !initialized && config.initial_cluster.is_empty() {
+        raft.initialize(BTreeMap::from([(config.node_id, me.clone())]))
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        tracing::info!(node_id = config.node_id, "initialized a one-member cluster");
+    }
+    Ok(initialized)
+}
+
+/// openraft's configuration for this node. `clean_shutdown` says whether
+/// the last run ended in a clean shutdown (see `enable_leader_restore`).
+fn raft_config(config: &Config, clean_shutdown: bool) -> Result<openraft::Config, StartError> {
+    openraft::Config {
+        cluster_name: "promraft".into(),
+        heartbeat_interval: config.raft.heartbeat_interval_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
+        max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
+        install_snapshot_timeout: 60_000,
+        max_payload_entries: crate::raft::transport::APPEND_ENTRIES_PER_MESSAGE_MAX,
+        // After a crash, a restarted leader must win a new election.
+        // openraft would otherwise restore its leadership at once, with
+        // the commit index read back from the log store, which promraft
+        // does not fsync (`LogStore::save_committed`), while apply does
+        // not flush the TSDB either: after a crash that lost the
+        // unsynced commit index, the leader answered linearizable reads
+        // with a read index below writes it had already acknowledged
+        // (found by the simulation, seed 590; see openraft's
+        // `enable_leader_restore`). After a clean shutdown the commit
+        // index on disk is exact, and restoring leadership is safe.
+        enable_leader_restore: Some(clean_shutdown),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+/// Serves the Raft RPC service until `stop` turns true.
+fn spawn_rpc_server(serve_rpc: ServeRpc, svc: RaftServer<RaftService>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let stop = Box::pin(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve_rpc(svc, stop).await {
+            tracing::error!(error = %e, "raft RPC server stopped");
+        }
+    });
 }
 
 /// Forwarded writes arriving at this node go to its batcher, which commits

@@ -12,6 +12,11 @@
 //!   stream at half, so the kill lands in the middle every time) it fails
 //!   clearly and leaves no file.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod backup_support;
 mod common;
 

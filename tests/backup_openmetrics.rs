@@ -11,6 +11,11 @@
 //!   `POST /api/v1/admin/tsdb/delete_series` deletes on every replica alike,
 //!   also after a restart, and refuses partial ranges.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod backup_support;
 mod common;
 

@@ -7,6 +7,11 @@
 //!   holds the same prefix of the writer's requests, at least every request
 //!   acknowledged before the backup began, and exactly the values written.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod backup_support;
 mod common;
 

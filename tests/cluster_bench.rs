@@ -22,6 +22,11 @@
 //!   single node, with the same writers (4 threads, 100 series x 10 samples
 //!   per request).
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -12,6 +12,11 @@
 //! must be on every replica with its exact value, no timestamp may be
 //! stored twice, and the replicas must have the same digest.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::time::{Duration, Instant};

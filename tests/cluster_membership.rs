@@ -8,6 +8,11 @@
 //! - a node that was down while the leader checkpointed and purged the log
 //!   past its position rejoins by snapshot and ends with the same digest.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -7,6 +7,11 @@
 //!   within a bounded time, and once `query.max_staleness` has passed its
 //!   local reads fail with 503 too; so do an isolated follower's.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -40,6 +40,11 @@
 //!
 //! By hand: `cargo test --release --test deploy_compose -- --nocapture`.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,6 +9,11 @@
 //! `PROMRAFT_REQUIRE_PEERS=1` (as `.ci/run` sets) it fails instead. The
 //! checks of promraft's own needs always run.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;

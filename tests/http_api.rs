@@ -6,6 +6,11 @@
 //! sends them), metadata, build info, `limit`, and promraft's own
 //! `X-Promraft-Node` / `X-Promraft-Applied-Index` headers.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -9,6 +9,11 @@
 //! unknown (in flight at the kill) may or may not be there, and nothing
 //! else may be.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,11 @@
 //! `PROMRAFT_REQUIRE_PEERS=1`, which makes a missing program a failure (set
 //! it in CI, where the programs are installed on purpose).
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

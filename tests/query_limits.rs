@@ -2,6 +2,11 @@
 //! concurrency limit answers a clear Prometheus-style error, and the node
 //! keeps serving.
 
+// A test here is one scenario read top to bottom (set up, act, check every
+// outcome); split into helpers it would scatter the story, so long test
+// functions are allowed in this file.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::time::{Duration, Instant};

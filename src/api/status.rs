@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{success, ApiError, AppState};
 use crate::metrics::{counter, gauge, resident_memory_bytes};
+use crate::node::Node;
 
 /// `GET /-/healthy`: the process is up.
 pub async fn healthy() -> Response {
@@ -118,9 +119,26 @@ pub async fn digest(State(node): State<AppState>) -> Response {
 /// `GET /metrics`: the node's own metrics in the text exposition format.
 pub async fn metrics(State(node): State<AppState>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
+    tsdb_metrics(&mut out, &node);
+    raft_metrics(&mut out, &node);
+    log_metrics(&mut out, &node);
+    node.metrics.render(&mut out);
+    process_metrics(&mut out, &node);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// The TSDB's counters and sizes.
+fn tsdb_metrics(out: &mut String, node: &Node) {
     let s = node.db.status();
     counter(
-        &mut out,
+        out,
         "promraft_samples_ingested_total",
         "Samples appended to the TSDB by apply.",
         s.samples_appended,
@@ -132,69 +150,63 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
             r.label()
         ));
     }
+    gauge(out, "promraft_head_series", "Series in the head.", s.num_series as f64);
     gauge(
-        &mut out,
-        "promraft_head_series",
-        "Series in the head.",
-        s.num_series as f64,
-    );
-    gauge(
-        &mut out,
+        out,
         "promraft_head_memory_bytes",
         "Approximate heap bytes of the head.",
         s.heap_bytes as f64,
     );
     gauge(
-        &mut out,
+        out,
         "promraft_tsdb_disk_bytes",
         "Bytes of the TSDB database on disk (chunk blocks, index, checkpoint).",
         s.disk_bytes as f64,
     );
+}
+
+/// Raft's state as openraft reports it, with replication lag on a leader.
+fn raft_metrics(out: &mut String, node: &Node) {
     gauge(
-        &mut out,
+        out,
         "promraft_raft_log_disk_bytes",
         "Bytes of the Raft log database on disk.",
         node.log_disk_bytes() as f64,
     );
     let m = node.raft_metrics();
+    gauge(out, "promraft_raft_term", "Current Raft term.", m.current_term as f64);
     gauge(
-        &mut out,
-        "promraft_raft_term",
-        "Current Raft term.",
-        m.current_term as f64,
-    );
-    gauge(
-        &mut out,
+        out,
         "promraft_raft_is_leader",
         "1 if this node is the leader.",
         if m.current_leader == Some(node.id()) { 1.0 } else { 0.0 },
     );
     gauge(
-        &mut out,
+        out,
         "promraft_raft_last_log_index",
         "Index of the last log entry.",
         m.last_log_index.unwrap_or(0) as f64,
     );
     gauge(
-        &mut out,
+        out,
         "promraft_raft_commit_index",
         "Committed log index.",
         m.local_committed.map_or(0, |l| l.index) as f64,
     );
     gauge(
-        &mut out,
+        out,
         "promraft_raft_applied_index",
         "Applied log index.",
         m.last_applied.map_or(0, |l| l.index) as f64,
     );
     gauge(
-        &mut out,
+        out,
         "promraft_raft_snapshot_index",
         "Log index of the last checkpoint.",
         m.snapshot.map_or(0, |l| l.index) as f64,
     );
     gauge(
-        &mut out,
+        out,
         "promraft_raft_log_entries",
         "Entries in the Raft log (not yet purged).",
         node.log_entries() as f64,
@@ -209,52 +221,51 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
             ));
         }
     }
+}
+
+/// The Raft log store's disk counters.
+fn log_metrics(out: &mut String, node: &Node) {
     let ls = &node.log_stats;
     counter(
-        &mut out,
+        out,
         "promraft_raft_log_fsyncs_total",
         "fsyncs of the Raft log.",
         ls.fsyncs.load(Ordering::Relaxed),
     );
     gauge(
-        &mut out,
+        out,
         "promraft_raft_log_fsync_seconds_total",
         "Seconds spent in Raft log fsyncs.",
         ls.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
     counter(
-        &mut out,
+        out,
         "promraft_raft_log_entries_appended_total",
         "Entries appended to the Raft log.",
         ls.entries_appended.load(Ordering::Relaxed),
     );
     counter(
-        &mut out,
+        out,
         "promraft_raft_log_bytes_appended_total",
         "Bytes appended to the Raft log.",
         ls.bytes_appended.load(Ordering::Relaxed),
     );
-    node.metrics.render(&mut out);
+}
+
+/// The process's memory and uptime.
+fn process_metrics(out: &mut String, node: &Node) {
     if let Some(rss) = resident_memory_bytes() {
         gauge(
-            &mut out,
+            out,
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
             rss as f64,
         );
     }
     gauge(
-        &mut out,
+        out,
         "process_uptime_seconds",
         "Seconds since the node started.",
         node.started.elapsed().as_secs_f64(),
     );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
 }

@@ -45,31 +45,8 @@ fn reply(node: &AppState, code: StatusCode, msg: String) -> Response {
 /// The remote-write handler.
 pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let limit = node.config.write.body_bytes_max;
-    // A header that is not visible ASCII is kept as a value no check accepts.
-    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    if let Err(e) = write_media::check(text(header::CONTENT_TYPE.as_str()), text(REMOTE_WRITE_VERSION)) {
-        return reply(&node, StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
-    }
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        let enc = enc.to_str().unwrap_or("");
-        if !enc.eq_ignore_ascii_case("snappy") {
-            return reply(
-                &node,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported content encoding {enc:?}: remote write 1.0 requires snappy"),
-            );
-        }
-    }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(n) = declared.filter(|n| *n > limit) {
-        return reply(
-            &node,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body of {n} bytes exceeds the limit of {limit} bytes"),
-        );
+    if let Err((code, msg)) = check_headers(&headers, limit) {
+        return reply(&node, code, msg);
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -92,7 +69,60 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
     node.metrics
         .samples_invalid
         .fetch_add((v.samples_rejected + v.histograms_rejected) as u64, Ordering::Relaxed);
-    let req = AppendRequest {
+    let mut first_error = v.rejected.first().cloned();
+    let req = append_request(v);
+    if !req.series.is_empty() || !req.metadata.is_empty() {
+        match crate::cluster::routing::write(&node.router, req).await {
+            Ok(res) => {
+                if first_error.is_none() {
+                    first_error = res.first_error;
+                }
+            }
+            Err(e @ (CommitError::Unavailable(_) | CommitError::Overloaded(_))) => {
+                return reply(&node, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
+        }
+    }
+    match first_error {
+        Some(msg) => reply(&node, StatusCode::BAD_REQUEST, msg),
+        None => reply(&node, StatusCode::NO_CONTENT, String::new()),
+    }
+}
+
+/// Refuses a request by its headers alone: a message other than remote
+/// write 1.0 (415, see `write_media`), an encoding other than snappy (415),
+/// or a declared length past `limit` bytes (413).
+fn check_headers(headers: &HeaderMap, limit: usize) -> Result<(), (StatusCode, String)> {
+    // A header that is not visible ASCII is kept as a value no check accepts.
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if let Err(e) = write_media::check(text(header::CONTENT_TYPE.as_str()), text(REMOTE_WRITE_VERSION)) {
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()));
+    }
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("");
+        if !enc.eq_ignore_ascii_case("snappy") {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content encoding {enc:?}: remote write 1.0 requires snappy"),
+            ));
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {n} bytes exceeds the limit of {limit} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The valid series and metadata of a decoded request, as the TSDB appends them.
+fn append_request(v: remote_write::Validated) -> AppendRequest {
+    AppendRequest {
         series: v
             .series
             .into_iter()
@@ -111,22 +141,5 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
                 unit: m.unit,
             })
             .collect(),
-    };
-    let mut first_error = v.rejected.into_iter().next();
-    if !req.series.is_empty() || !req.metadata.is_empty() {
-        match crate::cluster::routing::write(&node.router, req).await {
-            Ok(res) => {
-                if first_error.is_none() {
-                    first_error = res.first_error;
-                }
-            }
-            Err(e @ (CommitError::Unavailable(_) | CommitError::Overloaded(_))) => {
-                return reply(&node, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            }
-        }
-    }
-    match first_error {
-        Some(msg) => reply(&node, StatusCode::BAD_REQUEST, msg),
-        None => reply(&node, StatusCode::NO_CONTENT, String::new()),
     }
 }

@@ -18,6 +18,7 @@ pub enum ClusterCmd {
     Status(AddrArg),
     /// Add a node as a learner; it catches up from the log or a snapshot.
     AddLearner {
+        /// The node to send the request to (any member: it relays to the leader).
         #[command(flatten)]
         addr: AddrArg,
         /// Id of the new node.
@@ -32,6 +33,7 @@ pub enum ClusterCmd {
     },
     /// Make a learner a voter.
     Promote {
+        /// The node to send the request to (any member: it relays to the leader).
         #[command(flatten)]
         addr: AddrArg,
         /// The learner's id.
@@ -40,6 +42,7 @@ pub enum ClusterCmd {
     },
     /// Remove a member (voter or learner).
     Remove {
+        /// The node to send the request to (any member: it relays to the leader).
         #[command(flatten)]
         addr: AddrArg,
         /// The member's id.
@@ -48,6 +51,7 @@ pub enum ClusterCmd {
     },
     /// Hand leadership to another voter.
     TransferLeader {
+        /// The node to send the request to (any member: it relays to the leader).
         #[command(flatten)]
         addr: AddrArg,
         /// The voter that should lead.

@@ -172,84 +172,93 @@ pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, Co
 pub async fn read_barrier(node: &Router, level: Consistency) -> Result<(), ReadError> {
     let m = raft_metrics(&node.raft);
     match level {
-        Consistency::Local => {
-            let max = node.max_staleness;
-            let me = node.node_id;
-            if m.current_leader == Some(me) {
-                // A leader cut off from its followers still believes it
-                // leads; what tells is how long ago a quorum acknowledged it.
-                let alone = m.membership_config.membership().voter_ids().all(|v| v == me);
-                return match quorum_ack_age_ms(&m) {
-                    _ if alone => Ok(()),
-                    Some(ms) if u128::from(ms) <= max.as_millis() => Ok(()),
-                    other => Err(ReadError::Unavailable(format!(
-                        "node {me} leads but no quorum has acknowledged it for {} (max_staleness {} ms); \
-                         retry on another node or later",
-                        other.map_or("ever".to_string(), |ms| format!("{ms} ms")),
-                        max.as_millis()
-                    ))),
-                };
-            }
-            if m.current_leader.is_some() {
-                return Ok(());
-            }
-            match node.leader_lost.at().map(|t| t.elapsed()) {
-                Some(age) if age <= max => Ok(()),
-                age => Err(ReadError::Unavailable(format!(
-                    "node {} has heard from no leader for {} (max_staleness {} ms); retry on another node or later",
-                    node.node_id,
-                    age.map_or("an unknown time".to_string(), |a| format!("{} ms", a.as_millis())),
-                    max.as_millis()
-                ))),
-            }
+        Consistency::Local => local_barrier(node, &m),
+        Consistency::Linearizable => linearizable_barrier(node, &m).await,
+    }
+}
+
+/// `local`: serve at once, unless this node has been without a leader (or,
+/// leading, without a quorum's acknowledgement) for over `max_staleness`.
+fn local_barrier(node: &Router, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Result<(), ReadError> {
+    let max = node.max_staleness;
+    let me = node.node_id;
+    if m.current_leader == Some(me) {
+        // A leader cut off from its followers still believes it
+        // leads; what tells is how long ago a quorum acknowledged it.
+        let alone = m.membership_config.membership().voter_ids().all(|v| v == me);
+        return match quorum_ack_age_ms(m) {
+            _ if alone => Ok(()),
+            Some(ms) if u128::from(ms) <= max.as_millis() => Ok(()),
+            other => Err(ReadError::Unavailable(format!(
+                "node {me} leads but no quorum has acknowledged it for {} (max_staleness {} ms); \
+                 retry on another node or later",
+                other.map_or("ever".to_string(), |ms| format!("{ms} ms")),
+                max.as_millis()
+            ))),
+        };
+    }
+    if m.current_leader.is_some() {
+        return Ok(());
+    }
+    match node.leader_lost.at().map(|t| t.elapsed()) {
+        Some(age) if age <= max => Ok(()),
+        age => Err(ReadError::Unavailable(format!(
+            "node {} has heard from no leader for {} (max_staleness {} ms); retry on another node or later",
+            node.node_id,
+            age.map_or("an unknown time".to_string(), |a| format!("{} ms", a.as_millis())),
+            max.as_millis()
+        ))),
+    }
+}
+
+/// `linearizable`: get a read index from the leader (this node or over
+/// RPC), then wait until the local replica has applied it.
+async fn linearizable_barrier(
+    node: &Router,
+    m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+) -> Result<(), ReadError> {
+    let deadline = Instant::now() + node.commit_timeout;
+    let index = match m.current_leader {
+        Some(l) if l == node.node_id => {
+            let fut = node.raft.get_read_log_id(ReadPolicy::ReadIndex);
+            let (read, _) = tokio::time::timeout_at(deadline, fut)
+                .await
+                .map_err(|_| ReadError::Unavailable("read index: leader could not confirm leadership in time".into()))?
+                .map_err(|e| ReadError::Unavailable(format!("read index: {e}")))?;
+            read.log_id().index
         }
-        Consistency::Linearizable => {
-            let deadline = Instant::now() + node.commit_timeout;
-            let index = match m.current_leader {
-                Some(l) if l == node.node_id => {
-                    let fut = node.raft.get_read_log_id(ReadPolicy::ReadIndex);
-                    let (read, _) = tokio::time::timeout_at(deadline, fut)
-                        .await
-                        .map_err(|_| {
-                            ReadError::Unavailable("read index: leader could not confirm leadership in time".into())
-                        })?
-                        .map_err(|e| ReadError::Unavailable(format!("read index: {e}")))?;
-                    read.log_id().index
-                }
-                Some(l) => {
-                    let addr = leader_addr(node, l)
-                        .ok_or_else(|| ReadError::Unavailable(format!("leader {l} has no known address")))?;
-                    let mut c = node
-                        .peers
-                        .get(&addr)
-                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    c.read_index(left)
-                        .await
-                        .map_err(|e: RpcError| ReadError::Unavailable(format!("read index from leader {l}: {e}")))?
-                        .index()
-                }
-                None => {
-                    return Err(ReadError::Unavailable(
-                        "no leader is known; a linearizable read needs one".into(),
-                    ))
-                }
-            };
-            #[cfg(feature = "sim-bugs")]
-            if crate::sim_bugs::enabled(crate::sim_bugs::Bug::ReadWithoutReadIndexWait) {
-                let _ = index;
-                return Ok(());
-            }
-            let mut applied = node.applied.clone();
-            let reached =
-                tokio::time::timeout_at(deadline, async { applied.wait_for(|a| a.index >= index).await.is_ok() }).await;
-            match reached {
-                Ok(true) => Ok(()),
-                _ => Err(ReadError::Unavailable(format!(
-                    "local replica did not apply up to the read index {index} in time (applied {})",
-                    node.applied.borrow().index
-                ))),
-            }
+        Some(l) => {
+            let addr = leader_addr(node, l)
+                .ok_or_else(|| ReadError::Unavailable(format!("leader {l} has no known address")))?;
+            let mut c = node
+                .peers
+                .get(&addr)
+                .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            c.read_index(left)
+                .await
+                .map_err(|e: RpcError| ReadError::Unavailable(format!("read index from leader {l}: {e}")))?
+                .index()
         }
+        None => {
+            return Err(ReadError::Unavailable(
+                "no leader is known; a linearizable read needs one".into(),
+            ))
+        }
+    };
+    #[cfg(feature = "sim-bugs")]
+    if crate::sim_bugs::enabled(crate::sim_bugs::Bug::ReadWithoutReadIndexWait) {
+        let _ = index;
+        return Ok(());
+    }
+    let mut applied = node.applied.clone();
+    let reached =
+        tokio::time::timeout_at(deadline, async { applied.wait_for(|a| a.index >= index).await.is_ok() }).await;
+    match reached {
+        Ok(true) => Ok(()),
+        _ => Err(ReadError::Unavailable(format!(
+            "local replica did not apply up to the read index {index} in time (applied {})",
+            node.applied.borrow().index
+        ))),
     }
 }

@@ -85,6 +85,52 @@ fn decode_meta(v: &[u8]) -> Result<CheckpointMeta, Error> {
     Ok(m)
 }
 
+/// The checkpoint's removed blocks and series and its new series, as batch
+/// operations.
+fn push_series_changes(delta: &CheckpointDelta, batch: &mut Vec<BatchOp>) {
+    for &block in &delta.deleted_blocks {
+        batch.push((block_key(P_INDEX, block), None));
+    }
+    for &id in &delta.deleted_series {
+        batch.push((key(P_SERIES, id, None), None));
+    }
+    for (id, labels) in &delta.new_series {
+        batch.push((key(P_SERIES, *id, None), Some(encode_labels(labels).into())));
+    }
+}
+
+/// The checkpoint's open chunks, metadata and meta record (with `upper`,
+/// the Raft state, and the next free block id), as batch operations.
+fn push_state(
+    delta: &CheckpointDelta,
+    upper: Vec<u8>,
+    next_block_id: u64,
+    batch: &mut Vec<BatchOp>,
+) -> Result<(), Error> {
+    for (shard, states) in &delta.open_shards {
+        let k = [P_OPEN, *shard as u8];
+        if states.is_empty() {
+            batch.push((k.to_vec(), None));
+        } else {
+            batch.push((k.to_vec(), Some(encode_open_shard(states).into())));
+        }
+    }
+    if let Some(m) = &delta.metadata {
+        let v = crate::codec::encode_to_vec(m).map_err(|e| Error::Corrupt(e.to_string()))?;
+        batch.push((KEY_METADATA.to_vec(), Some(v.into())));
+    }
+    let meta = CheckpointMeta {
+        version: CHECKPOINT_FORMAT_VERSION,
+        upper,
+        next_series_id: delta.next_series_id,
+        min_valid_t: delta.min_valid_t,
+        next_block_id,
+    };
+    let v = crate::codec::encode_to_vec(&meta).map_err(|e| Error::Corrupt(e.to_string()))?;
+    batch.push((KEY_META.to_vec(), Some(v.into())));
+    Ok(())
+}
+
 fn key(prefix: u8, id: SeriesId, seq: Option<u32>) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(prefix);
@@ -236,15 +282,7 @@ impl Store {
     ) -> Result<Vec<(SeriesId, u32, ChunkLoc)>, Error> {
         let mut batch: Vec<BatchOp> = Vec::new();
         let mut next_block_id = self.meta()?.map_or(0, |m| m.next_block_id);
-        for &block in &delta.deleted_blocks {
-            batch.push((block_key(P_INDEX, block), None));
-        }
-        for &id in &delta.deleted_series {
-            batch.push((key(P_SERIES, id, None), None));
-        }
-        for (id, labels) in &delta.new_series {
-            batch.push((key(P_SERIES, *id, None), Some(encode_labels(labels).into())));
-        }
+        push_series_changes(delta, &mut batch);
         let mut locs = Vec::with_capacity(delta.new_chunks.len());
         let mut block = Vec::with_capacity(BLOCK_BYTES_TARGET + 4096);
         let mut entries: Vec<IndexEntry> = Vec::new();
@@ -298,27 +336,7 @@ impl Store {
             }
         }
         flush_block(&mut block, &mut entries, &mut batch)?;
-        for (shard, states) in &delta.open_shards {
-            let k = [P_OPEN, *shard as u8];
-            if states.is_empty() {
-                batch.push((k.to_vec(), None));
-            } else {
-                batch.push((k.to_vec(), Some(encode_open_shard(states).into())));
-            }
-        }
-        if let Some(m) = &delta.metadata {
-            let v = crate::codec::encode_to_vec(m).map_err(|e| Error::Corrupt(e.to_string()))?;
-            batch.push((KEY_METADATA.to_vec(), Some(v.into())));
-        }
-        let meta = CheckpointMeta {
-            version: CHECKPOINT_FORMAT_VERSION,
-            upper,
-            next_series_id: delta.next_series_id,
-            min_valid_t: delta.min_valid_t,
-            next_block_id,
-        };
-        let v = crate::codec::encode_to_vec(&meta).map_err(|e| Error::Corrupt(e.to_string()))?;
-        batch.push((KEY_META.to_vec(), Some(v.into())));
+        push_state(delta, upper, next_block_id, &mut batch)?;
         // One flush covers the block trees and the batch; sled recovers a
         // prefix of writes in order, so the batch never survives without
         // the blocks it references.
@@ -668,6 +686,95 @@ pub struct ExportSummary {
     pub upper: Vec<u8>,
 }
 
+/// Widens the summary's time range to cover `lo..=hi`.
+fn widen(out: &mut ExportSummary, lo: i64, hi: i64) {
+    out.min_time_ms = Some(out.min_time_ms.map_or(lo, |m| m.min(lo)));
+    out.max_time_ms = Some(out.max_time_ms.map_or(hi, |m| m.max(hi)));
+}
+
+/// The tree an export's tree record names: `None` for the main tree, the
+/// block id for a block's tree.
+fn export_tree(name: &[u8]) -> Result<Option<u64>, Error> {
+    if name == b"tsdb" {
+        return Ok(None);
+    }
+    let hex = std::str::from_utf8(name)
+        .ok()
+        .and_then(|n| n.strip_prefix(BLOCK_TREE_PREFIX))
+        .ok_or_else(|| Error::Corrupt(format!("export names unknown tree {:?}", String::from_utf8_lossy(name))))?;
+    let id = u64::from_str_radix(hex, 16).map_err(|_| Error::Corrupt("bad block tree name".into()))?;
+    Ok(Some(id))
+}
+
+/// Checks every live chunk frame (`live`: offset, length, time range) of
+/// block `id`'s bytes and counts its samples.
+fn summarize_block(out: &mut ExportSummary, live: &[(u32, u32, i64, i64)], id: u64, v: &[u8]) -> Result<(), Error> {
+    for &(offset, len, mint, maxt) in live {
+        let (start, end) = (offset as usize, offset as usize + len as usize);
+        let frame = v.get(start..end).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "chunk at {start}..{end} outside block {id} of {} bytes",
+                v.len()
+            ))
+        })?;
+        let payload = chunk::decode_frame(frame).map_err(|e| Error::Corrupt(format!("chunk in block {id}: {e}")))?;
+        let n = payload
+            .get(..2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| Error::Corrupt(format!("empty chunk in block {id}")))?;
+        out.samples += u64::from(n);
+        out.chunks += 1;
+        widen(out, mint, maxt);
+    }
+    Ok(())
+}
+
+/// Summarizes one record of the main tree other than the meta: a series,
+/// a block's chunk index (keeping the chunks at or after `floor` of series
+/// present), or a shard of open chunks.
+fn summarize_main(
+    out: &mut ExportSummary,
+    series_ids: &mut std::collections::HashSet<SeriesId>,
+    index: &mut HashMap<u64, Vec<(u32, u32, i64, i64)>>,
+    floor: i64,
+    k: &[u8],
+    v: &[u8],
+) -> Result<(), Error> {
+    match k.first() {
+        Some(&P_SERIES) => {
+            decode_labels(v)?;
+            series_ids.insert(parse_id(k)?.0);
+            out.series += 1;
+        }
+        Some(&P_INDEX) => {
+            let block = block_id(k)?;
+            let live: Vec<_> = decode_index(v)?
+                .into_iter()
+                .filter(|e| e.maxt >= floor && series_ids.contains(&e.series))
+                .map(|e| (e.offset, e.len, e.mint, e.maxt))
+                .collect();
+            index.insert(block, live);
+        }
+        Some(&P_OPEN) => {
+            for (_, st) in decode_open_shard(v)? {
+                let (open, ooo) = super::head::decode_open_state_pub(&st)?;
+                if let Some(c) = open {
+                    if let (Some(lo), Some(hi)) = (c.first_t(), c.last_t()) {
+                        widen(out, lo, hi);
+                    }
+                    out.samples += c.num_samples() as u64;
+                }
+                if let (Some(&(lo, _)), Some(&(hi, _))) = (ooo.first(), ooo.last()) {
+                    widen(out, lo, hi);
+                }
+                out.samples += ooo.len() as u64;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Reads a whole export stream (as [`Store::export`] writes it) without
 /// storing it and says what it holds. Every record, chunk index, open-state
 /// shard and live chunk frame is decoded and its checksum checked, so a
@@ -676,10 +783,6 @@ pub struct ExportSummary {
 /// Memory: the live chunk positions of every block (about 24 bytes per chunk).
 pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
     let mut out = ExportSummary::default();
-    let widen = |out: &mut ExportSummary, lo: i64, hi: i64| {
-        out.min_time_ms = Some(out.min_time_ms.map_or(lo, |m| m.min(lo)));
-        out.max_time_ms = Some(out.max_time_ms.map_or(hi, |m| m.max(hi)));
-    };
     let mut meta: Option<CheckpointMeta> = None;
     // Series present: chunks of series deleted since their block was
     // written stay listed in the block's index but are not loaded.
@@ -695,19 +798,11 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
         match tag {
             0 => break,
             1 => {
-                if k != b"tsdb" {
-                    let hex = std::str::from_utf8(&k)
-                        .ok()
-                        .and_then(|n| n.strip_prefix(BLOCK_TREE_PREFIX))
-                        .ok_or_else(|| {
-                            Error::Corrupt(format!("export names unknown tree {:?}", String::from_utf8_lossy(&k)))
-                        })?;
-                    let id = u64::from_str_radix(hex, 16).map_err(|_| Error::Corrupt("bad block tree name".into()))?;
+                let t = export_tree(&k)?;
+                if let Some(id) = t {
                     block_seen.insert(id);
-                    tree = Some(Some(id));
-                } else {
-                    tree = Some(None);
                 }
+                tree = Some(t);
             }
             2 => {
                 let (vtag, v) = read_export_record(r)?;
@@ -717,61 +812,15 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
                     )));
                 }
                 out.records += 1;
-                let t = tree.ok_or_else(|| Error::Corrupt("export record before any tree".into()))?;
-                if let Some(id) = t {
-                    // A block tree: check every live chunk frame it holds.
-                    for &(offset, len, mint, maxt) in index.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-                        let (start, end) = (offset as usize, offset as usize + len as usize);
-                        let frame = v.get(start..end).ok_or_else(|| {
-                            Error::Corrupt(format!(
-                                "chunk at {start}..{end} outside block {id} of {} bytes",
-                                v.len()
-                            ))
-                        })?;
-                        let payload = chunk::decode_frame(frame)
-                            .map_err(|e| Error::Corrupt(format!("chunk in block {id}: {e}")))?;
-                        let n = payload
-                            .get(..2)
-                            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                            .ok_or_else(|| Error::Corrupt(format!("empty chunk in block {id}")))?;
-                        out.samples += u64::from(n);
-                        out.chunks += 1;
-                        widen(&mut out, mint, maxt);
-                    }
-                } else {
-                    match k.first() {
-                        _ if k == KEY_META => meta = Some(decode_meta(&v)?),
-                        Some(&P_SERIES) => {
-                            decode_labels(&v)?;
-                            series_ids.insert(parse_id(&k)?.0);
-                            out.series += 1;
+                match tree.ok_or_else(|| Error::Corrupt("export record before any tree".into()))? {
+                    Some(id) => summarize_block(&mut out, index.get(&id).map(Vec::as_slice).unwrap_or(&[]), id, &v)?,
+                    None => {
+                        if k == KEY_META {
+                            meta = Some(decode_meta(&v)?);
+                            continue;
                         }
-                        Some(&P_INDEX) => {
-                            let block = block_id(&k)?;
-                            let floor = meta.as_ref().map_or(i64::MIN, |m| m.min_valid_t);
-                            let live: Vec<_> = decode_index(&v)?
-                                .into_iter()
-                                .filter(|e| e.maxt >= floor && series_ids.contains(&e.series))
-                                .map(|e| (e.offset, e.len, e.mint, e.maxt))
-                                .collect();
-                            index.insert(block, live);
-                        }
-                        Some(&P_OPEN) => {
-                            for (_, st) in decode_open_shard(&v)? {
-                                let (open, ooo) = super::head::decode_open_state_pub(&st)?;
-                                if let Some(c) = open {
-                                    if let (Some(lo), Some(hi)) = (c.first_t(), c.last_t()) {
-                                        widen(&mut out, lo, hi);
-                                    }
-                                    out.samples += c.num_samples() as u64;
-                                }
-                                if let (Some(&(lo, _)), Some(&(hi, _))) = (ooo.first(), ooo.last()) {
-                                    widen(&mut out, lo, hi);
-                                }
-                                out.samples += ooo.len() as u64;
-                            }
-                        }
-                        _ => {}
+                        let floor = meta.as_ref().map_or(i64::MIN, |m| m.min_valid_t);
+                        summarize_main(&mut out, &mut series_ids, &mut index, floor, &k, &v)?;
                     }
                 }
             }
