@@ -39,11 +39,15 @@ pub enum Bug {
     /// order: the same samples, but other series ids, so the replicas'
     /// contents differ at the same applied index.
     DivergeApply = 64,
+    /// The Raft RPC server answers every vote request it refuses as
+    /// granted (the refusal is lost between openraft and the reply): two
+    /// candidates of one term can then both win.
+    GrantEveryVote = 128,
 }
 
 impl Bug {
     /// Every bug, for the simulator's command line.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckBeforeCommit,
         Bug::ReadWithoutReadIndexWait,
         Bug::AppendWithoutFsync,
@@ -51,6 +55,7 @@ impl Bug {
         Bug::LoseAckedEntry,
         Bug::ApplyTwice,
         Bug::DivergeApply,
+        Bug::GrantEveryVote,
     ];
 
     /// The bug's name on the command line.
@@ -63,6 +68,7 @@ impl Bug {
             Bug::LoseAckedEntry => "lose-acked-entry",
             Bug::ApplyTwice => "apply-twice",
             Bug::DivergeApply => "diverge-apply",
+            Bug::GrantEveryVote => "grant-every-vote",
         }
     }
 
@@ -82,6 +88,9 @@ impl Bug {
             Bug::LoseAckedEntry => "acked_not_lost",
             Bug::ApplyTwice => "no_duplicate_or_phantom",
             Bug::DivergeApply => "same_digest",
+            // A candidate with a smaller id wins a term that a greater id
+            // already leads.
+            Bug::GrantEveryVote => "one_leader_per_term",
         }
     }
 }

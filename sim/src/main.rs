@@ -33,7 +33,7 @@ const EXIT_CRASHED: i32 = 4;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: promraft-sim [--seeds N] [--from S] [--bug NAME] [--stop-at-first-failure] [--in-process] [--verbose]"
+        "usage: promraft-sim [--seeds N] [--from S] [--bug NAME] [--stop-at-first-failure] [--stop-at-invariant NAME] [--in-process] [--verbose]"
     );
     std::process::exit(EXIT_USAGE)
 }
@@ -172,6 +172,9 @@ fn main() {
     let mut verbose = false;
     let mut in_process = false;
     let mut stop_at_first = false;
+    // Stop after the first seed that breaches this invariant (the
+    // deliberate-bug test looks for the invariant a bug names).
+    let mut stop_at_invariant: Option<String> = None;
     let mut bugs: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -188,6 +191,7 @@ fn main() {
             "--verbose" | "-v" => verbose = true,
             "--in-process" => in_process = true,
             "--stop-at-first-failure" => stop_at_first = true,
+            "--stop-at-invariant" => stop_at_invariant = Some(args.next().unwrap_or_else(|| usage())),
             "--bug" => bugs.push(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
@@ -243,8 +247,9 @@ fn main() {
         }
         let _ = r.hash;
         if !r.passed {
+            let wanted = stop_at_invariant.as_ref().is_some_and(|inv| r.violated.contains(inv));
             failed.push(r);
-            if stop_at_first {
+            if stop_at_first || wanted {
                 break;
             }
         }

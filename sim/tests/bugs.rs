@@ -16,10 +16,15 @@ use std::time::Instant;
 
 use promraft::sim_bugs::Bug;
 
-/// Seeds tried per bug, from seed 0, stopping at the first failing one.
-/// Each bug of [`Bug::ALL`] is found within these (see the table in
-/// docs/simulation.md); `PROMRAFT_SIM_BUG_SEEDS` sets a longer budget.
-const BUG_SEEDS: u64 = 20;
+/// Seeds tried per bug, from seed 0, stopping at the first seed that
+/// breaches the invariant the bug names (a seed may breach others first).
+/// Each bug of [`Bug::ALL`] but those of [`NOT_FOUND_YET`] is found within
+/// these (see the table in docs/simulation.md): the slowest,
+/// `grant-every-vote`, breaches `one_leader_per_term` first at seed 31
+/// (its earlier failing seeds lose acknowledged writes and stale reads
+/// instead), so 60 leaves room. `PROMRAFT_SIM_BUG_SEEDS` sets a longer
+/// budget.
+const BUG_SEEDS: u64 = 60;
 
 /// The simulator's exit status when a seed breached an invariant (and no
 /// seed crashed); `sim/src/main.rs` has the others.
@@ -38,8 +43,8 @@ const EXIT_PASSED: i32 = 0;
 /// made durable by the very next append (the new leader's first entry, one
 /// round trip after the vote); only a crash inside that window loses it,
 /// and a breach then also needs a candidate with a smaller id asking the
-/// restarted voter again in the same term. It is the only bug that names
-/// `one_leader_per_term`, which therefore has not been shown to fail.
+/// restarted voter again in the same term. `one_leader_per_term` is shown
+/// to fail by `grant-every-vote` instead.
 const NOT_FOUND_YET: [Bug; 1] = [Bug::VoteWithoutFsync];
 
 /// What one sweep with a bug switched on reported.
@@ -57,7 +62,8 @@ fn sweep_with(bug: Bug, seeds: u64) -> Found {
             &seeds.to_string(),
             "--from",
             "0",
-            "--stop-at-first-failure",
+            "--stop-at-invariant",
+            bug.invariant(),
             "--bug",
             bug.name(),
         ])
@@ -97,10 +103,9 @@ fn every_invariant_is_named_by_a_deliberate_bug() {
         })
         .collect();
     println!("invariants no found bug has shown to fail yet: {uncaught:?}");
-    assert_eq!(
-        uncaught,
-        ["one_leader_per_term"],
-        "update NOT_FOUND_YET's comment and docs/simulation.md"
+    assert!(
+        uncaught.is_empty(),
+        "every invariant must be shown to fail by a deliberate bug the sweep finds; not yet: {uncaught:?}"
     );
     for b in Bug::ALL {
         assert!(
@@ -143,7 +148,9 @@ fn sweep_finds_each_deliberate_bug_through_its_invariant() {
             continue;
         }
         let seed_found = f.violated.iter().find(|(_, inv)| inv == want).map(|(s, _)| *s);
-        let others: Vec<&str> = f.violated.iter().map(|(_, i)| i.as_str()).collect();
+        let mut others: Vec<&str> = f.violated.iter().map(|(_, i)| i.as_str()).collect();
+        others.sort_unstable();
+        others.dedup();
         match (f.status, seed_found) {
             (Some(EXIT_VIOLATED), Some(seed)) => {
                 println!(

@@ -243,8 +243,16 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<proto::RaftRequest>) -> Result<Response<proto::RaftReply>, Status> {
         let r = request.into_inner();
-        let rpc = decode(r.format, &r.data, "vote")?;
-        let resp = self.raft.vote(rpc).await.map_err(fatal)?;
+        let rpc: openraft::raft::VoteRequest<crate::raft::TypeConfig> = decode(r.format, &r.data, "vote")?;
+        #[cfg(feature = "sim-bugs")]
+        let asked = rpc.vote;
+        #[allow(unused_mut)]
+        let mut resp = self.raft.vote(rpc).await.map_err(fatal)?;
+        #[cfg(feature = "sim-bugs")]
+        if crate::sim_bugs::enabled(crate::sim_bugs::Bug::GrantEveryVote) && !resp.vote_granted {
+            resp.vote = asked;
+            resp.vote_granted = true;
+        }
         raft_reply(&resp)
     }
 
