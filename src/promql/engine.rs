@@ -152,12 +152,7 @@ impl Engine {
         let mut out: Vec<Series> = series
             .into_iter()
             .filter_map(|s| {
-                let points: Vec<(i64, f64)> = s
-                    .vals
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| v.map(|v| (grid.t(i), v)))
-                    .collect();
+                let points = timed_points(&s.vals, &grid);
                 (!points.is_empty()).then_some(Series {
                     labels: s.labels,
                     points,
@@ -562,12 +557,7 @@ impl<'a> Evaluator<'a> {
         let series: Vec<RangeSeries> = merge_same_labels(stepped)?
             .into_iter()
             .map(|s| {
-                let samples: Vec<(i64, f64)> = s
-                    .vals
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| v.map(|v| (inner.t(i), v)))
-                    .collect();
+                let samples = timed_points(&s.vals, &inner);
                 loaded += samples.len();
                 RangeSeries {
                     labels: s.labels,
@@ -774,6 +764,14 @@ fn check_unique_labels<'l>(labels: impl Iterator<Item = &'l Labels>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The values present in `vals` with the grid times of their steps.
+fn timed_points(vals: &[Option<f64>], grid: &Grid) -> Vec<(i64, f64)> {
+    vals.iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.map(|v| (grid.t(i), v)))
+        .collect()
 }
 
 #[cfg(test)]

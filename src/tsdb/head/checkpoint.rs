@@ -165,13 +165,7 @@ impl Head {
             next_seq,
             dirty: false,
         });
-        let h = labels.stable_hash();
-        if let std::collections::hash_map::Entry::Vacant(e) = self.by_hash.entry(h) {
-            e.insert(id);
-        } else {
-            self.collisions.entry(h).or_default().push(id);
-        }
-        self.live_series += 1;
+        self.index_live(labels.stable_hash(), id);
         Ok(())
     }
 

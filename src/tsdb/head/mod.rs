@@ -285,6 +285,18 @@ impl Head {
         self.min_valid_t
     }
 
+    /// Counts series `id` (whose labels hash to `h`) as live and makes it
+    /// findable by its labels: by hash, or among the hash's collisions.
+    /// Creation in append and restore from a checkpoint both end here.
+    pub(super) fn index_live(&mut self, h: u64, id: SeriesId) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.by_hash.entry(h) {
+            e.insert(id);
+        } else {
+            self.collisions.entry(h).or_default().push(id);
+        }
+        self.live_series += 1;
+    }
+
     /// Approximate heap bytes of the head, for `/api/v1/status/tsdb` and
     /// the memory benchmark.
     pub fn heap_bytes(&self) -> usize {
