@@ -266,6 +266,8 @@ pub mod bounds {
     pub const ENTRIES_IN_FLIGHT: RangeInclusive<usize> = RangeInclusive::new(1, 1_024);
     /// `write.commit_timeout_ms`.
     pub const COMMIT_TIMEOUT_MS: RangeInclusive<u64> = RangeInclusive::new(100, 600_000);
+    /// `write.leader_wait_ms` (0: a write without a leader fails at once).
+    pub const LEADER_WAIT_MS: RangeInclusive<u64> = RangeInclusive::new(0, 60_000);
     /// `query.samples_max`: at least one.
     pub const QUERY_SAMPLES_MIN: usize = 1;
     /// `query.timeout`.
@@ -359,6 +361,15 @@ impl StorageConfig {
 }
 
 /// Raft timing.
+///
+/// A follower that stops hearing from its leader waits out the leader's
+/// lease (openraft ties it to `election_timeout_max_ms`) and then its own
+/// randomized election timeout, so a dead leader is replaced
+/// `election_timeout_max_ms + [election_timeout_min_ms, election_timeout_max_ms]`
+/// after its last heartbeat: 250 to 300 ms with the defaults. The defaults
+/// are short because Raft's timing path has threads of its own that
+/// nothing else runs on (`crate::threads`): a heartbeat every 30 ms arrives
+/// on time on a saturated machine (docs/benchmarks.md, the soak).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
@@ -373,9 +384,9 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 30,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 150,
         }
     }
 }
@@ -425,6 +436,10 @@ pub struct WriteConfig {
     pub entries_in_flight_max: usize,
     /// How long a write may wait for commit before 503, ms.
     pub commit_timeout_ms: u64,
+    /// How long a write waits for a leader while none can take it (an
+    /// election, a dead leader), ms; it is forwarded as soon as one is
+    /// known, and answered 503 only past this.
+    pub leader_wait_ms: u64,
 }
 
 impl Default for WriteConfig {
@@ -437,6 +452,7 @@ impl Default for WriteConfig {
             queue_requests_max: 1_024,
             entries_in_flight_max: 32,
             commit_timeout_ms: 10_000,
+            leader_wait_ms: 2_000,
         }
     }
 }
@@ -455,6 +471,7 @@ impl WriteConfig {
             &ENTRIES_IN_FLIGHT,
         )?;
         in_range("write.commit_timeout_ms", self.commit_timeout_ms, &COMMIT_TIMEOUT_MS)?;
+        in_range("write.leader_wait_ms", self.leader_wait_ms, &LEADER_WAIT_MS)?;
         Ok(())
     }
 }

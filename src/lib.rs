@@ -14,10 +14,10 @@
 //! | `cli` | every module |
 //! | `bench` | every module |
 //! | `api` | `node`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
-//! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics` |
+//! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
-//! | `raft` | `tsdb`, `kv`, `codec` |
+//! | `raft` | `tsdb`, `kv`, `codec`, `threads` |
 //! | `promql` | `tsdb` |
 //! | `tsdb` | `kv`, `codec` |
 //! | `kv` | nothing |
@@ -25,6 +25,7 @@
 //! | `metrics` | nothing |
 //! | `prompb` | nothing |
 //! | `codec` | nothing |
+//! | `threads` | nothing |
 //! | `sim_bugs` | nothing (any module may use it) |
 //! | `test_support` | `kv` (test builds only; any module's tests may use it) |
 //!
@@ -56,7 +57,9 @@
 //! - Leaves: [`config`] (the validated configuration, values and bounds
 //!   only), [`metrics`] (the node's own metrics), [`prompb`] (the
 //!   remote-write 1.0 protobuf messages), [`codec`] (the one bincode
-//!   configuration every persisted or sent value goes through).
+//!   configuration every persisted or sent value goes through), [`threads`]
+//!   (where a node's work runs: Raft on a runtime of its own, the rest on
+//!   lower-priority work threads).
 //! - Tools on top: [`cli`] (client-side commands: cluster administration,
 //!   the demo) and [`bench`] (load generators and micro-benchmarks of the
 //!   `promraft bench` commands).
@@ -78,6 +81,7 @@ pub mod promql;
 pub mod raft;
 #[cfg(feature = "sim-bugs")]
 pub mod sim_bugs;
+pub mod threads;
 pub mod tsdb;
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
     Ok((c, a.log_level))
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+async fn serve(a: ServeArgs, placement: promraft::threads::Placement) -> anyhow::Result<()> {
     let (config, log_level) = build_config(a)?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log_level).context("invalid --log-level")?)
@@ -181,7 +181,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
-    let node = Node::start(config).await?;
+    let node = Node::start(config, placement).await?;
     tracing::info!(node_id = node.config.node_id, http = %node.config.http_addr, "serving");
     let app = promraft::api::router(node.clone());
     let shutdown = async {
@@ -253,9 +253,12 @@ fn main() -> anyhow::Result<()> {
     if let Cmd::Healthcheck(a) = cli.command {
         return healthcheck(a);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Raft's runtime first, from this thread of normal priority; the work
+    // runtime's threads then lower theirs (see promraft::threads).
+    let runtimes = promraft::threads::Runtimes::build()?;
+    let rt = &runtimes.work;
     match cli.command {
-        Cmd::Serve(a) => rt.block_on(serve(a)),
+        Cmd::Serve(a) => rt.block_on(serve(a, runtimes.placement())),
         Cmd::Demo(a) => rt.block_on(promraft::cli::demo::run(a)),
         Cmd::Cluster(c) => rt.block_on(promraft::cli::cluster::run(c)),
         Cmd::Backup(a) => rt.block_on(promraft::backup::cli::run_backup(a)),

@@ -29,6 +29,7 @@ use crate::raft::transport::peer::PeerClients;
 use crate::raft::transport::proto::raft_server::RaftServer;
 use crate::raft::transport::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo, RaftService};
 use crate::raft::{Command, NodeInfo, Raft};
+use crate::threads::Placement;
 use crate::tsdb::{Db, HeadOptions};
 
 /// sled cache of the Raft log: only the tail that followers and apply
@@ -106,12 +107,16 @@ pub struct NodeIo {
     pub connector: Arc<dyn Connector>,
     /// Runs the Raft RPC server on the node's listener.
     pub serve: ServeRpc,
+    /// Where Raft's tasks and the CPU-heavy work run (`crate::threads`).
+    pub placement: Placement,
 }
 
 impl Node {
     /// Opens storage, starts Raft and, on a node's first start without
     /// cluster flags, initializes a one-member cluster.
-    pub async fn start(config: Config) -> Result<Arc<Node>, StartError> {
+    /// Raft runs where `placement` says (`promraft serve`: on a runtime of
+    /// its own, see `crate::threads`).
+    pub async fn start(config: Config, placement: Placement) -> Result<Arc<Node>, StartError> {
         config.validate()?;
         let dir = config.data_dir.clone();
         let dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
@@ -129,7 +134,10 @@ impl Node {
         let tsdb_sled =
             SledKv::open(&dir.join("tsdb"), sled_opts(config.storage.cache_bytes)).map_err(|e| dir_err(&e))?;
         let log_sled = SledKv::open(&dir.join("log"), sled_opts(LOG_CACHE_BYTES)).map_err(|e| dir_err(&e))?;
-        let rpc_listener = tokio::net::TcpListener::bind(&config.raft_addr)
+        // The listener belongs to the runtime that serves it: Raft's.
+        let raft_addr = config.raft_addr.clone();
+        let rpc_listener = placement
+            .on_raft(async move { tokio::net::TcpListener::bind(raft_addr).await })
             .await
             .map_err(|e| StartError::Raft(format!("cannot listen on raft_addr {}: {e}", config.raft_addr)))?;
         let io = NodeIo {
@@ -139,6 +147,7 @@ impl Node {
             serve: Box::new(move |svc, stop| {
                 Box::pin(async move { serve(rpc_listener, svc, stop).await.map_err(|e| e.to_string()) })
             }),
+            placement,
         };
         Self::start_with(config, io).await
     }
@@ -157,12 +166,17 @@ impl Node {
         let clean_shutdown = log.take_clean_shutdown().map_err(|e| dir_err(&e))?;
         let (applied_tx, applied_rx) = watch::channel(Applied::default());
         let decoded = Arc::new(crate::raft::command::DecodedCache::default());
-        let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), decoded.clone()).map_err(|e| dir_err(&e))?;
+        let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), decoded.clone(), io.placement.clone())
+            .map_err(|e| dir_err(&e))?;
 
         let rc = raft_config(&config, clean_shutdown)?;
         let network = GrpcNetwork::with_connector(config.node_id, db.clone(), &dir, io.connector.clone())
             .map_err(|e| dir_err(&e))?;
-        let raft = Raft::new(config.node_id, Arc::new(rc), network, log.clone(), sm)
+        // openraft spawns its core, replication and state machine tasks on
+        // the runtime that creates it.
+        let raft = io
+            .placement
+            .on_raft(Raft::new(config.node_id, Arc::new(rc), network, log.clone(), sm))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let me = NodeInfo {
@@ -203,7 +217,7 @@ impl Node {
             Arc::new(RaftNodeInfo::new(node.raft.clone(), me)),
         )
         .map_err(|e| dir_err(&e))?;
-        spawn_rpc_server(io.serve, svc, stop_rx);
+        spawn_rpc_server(&io.placement, io.serve, svc, stop_rx);
         if !initialized && !node.config.initial_cluster.is_empty() {
             node.spawn_bootstrap();
         }
@@ -271,8 +285,11 @@ impl Node {
         // Periodic checkpoints: bound the log replay after a crash.
         let node = Arc::downgrade(self);
         let every = self.config.storage.checkpoint_interval;
+        let parts = u32::try_from(CHECKPOINT_STAGGER_PARTS).unwrap_or(u32::MAX);
+        let offset = every / parts * u32::try_from(self.id() % CHECKPOINT_STAGGER_PARTS).unwrap_or(0);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // Staggered like the entry-count trigger (`checkpoint_stagger`).
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -380,6 +397,7 @@ fn router(
         leader_lost: leader_lost.clone(),
         max_staleness: config.query.max_staleness,
         commit_timeout: Duration::from_millis(config.write.commit_timeout_ms),
+        leader_wait: Duration::from_millis(config.write.leader_wait_ms),
     }
 }
 
@@ -424,6 +442,19 @@ async fn initialize_alone(raft: &Raft, config: &Config, me: &NodeInfo) -> Result
     Ok(initialized)
 }
 
+/// Parts of a checkpoint period by which replicas are staggered.
+const CHECKPOINT_STAGGER_PARTS: u64 = 8;
+
+/// How much later than `every` this node takes its checkpoints: a
+/// different part of the period on each of up to eight nodes. A checkpoint
+/// costs seconds of CPU and disk on a large head; if every replica took it
+/// at the same log index (or the same moment), a whole cluster would stall
+/// at once, the leader's followers included. Staggered once, they stay
+/// apart: each counts from its own last checkpoint.
+fn checkpoint_stagger(node_id: u64, every: u64) -> u64 {
+    every / CHECKPOINT_STAGGER_PARTS * (node_id % CHECKPOINT_STAGGER_PARTS)
+}
+
 /// openraft's configuration for this node. `clean_shutdown` says whether
 /// the last run ended in a clean shutdown (see `enable_leader_restore`).
 fn raft_config(config: &Config, clean_shutdown: bool) -> Result<openraft::Config, StartError> {
@@ -432,7 +463,9 @@ fn raft_config(config: &Config, clean_shutdown: bool) -> Result<openraft::Config
         heartbeat_interval: config.raft.heartbeat_interval_ms,
         election_timeout_min: config.raft.election_timeout_min_ms,
         election_timeout_max: config.raft.election_timeout_max_ms,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.checkpoint_entries),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+            config.storage.checkpoint_entries + checkpoint_stagger(config.node_id, config.storage.checkpoint_entries),
+        ),
         max_in_snapshot_log_to_keep: config.storage.log_entries_kept,
         install_snapshot_timeout: 60_000,
         max_payload_entries: crate::raft::transport::APPEND_ENTRIES_PER_MESSAGE_MAX,
@@ -447,6 +480,12 @@ fn raft_config(config: &Config, clean_shutdown: bool) -> Result<openraft::Config
         // `enable_leader_restore`). After a clean shutdown the commit
         // index on disk is exact, and restoring leadership is safe.
         enable_leader_restore: Some(clean_shutdown),
+        // A follower first asks whether it would win. Without this, the
+        // follower whose timer fires first but whose log is behind (under
+        // load the two survivors of a leader kill rarely hold the same log)
+        // raises the term on the other one, restarting its election timer:
+        // a second round and about 150 ms more per failover.
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()
@@ -454,8 +493,13 @@ fn raft_config(config: &Config, clean_shutdown: bool) -> Result<openraft::Config
 }
 
 /// Serves the Raft RPC service until `stop` turns true.
-fn spawn_rpc_server(serve_rpc: ServeRpc, svc: RaftServer<RaftService>, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
+fn spawn_rpc_server(
+    placement: &Placement,
+    serve_rpc: ServeRpc,
+    svc: RaftServer<RaftService>,
+    mut stop: watch::Receiver<bool>,
+) {
+    placement.spawn_raft(async move {
         let stop = Box::pin(async move {
             let _ = stop.wait_for(|s| *s).await;
         });

@@ -158,6 +158,8 @@ async fn node_main(slot: Arc<NodeSlot>, seed: u64) -> turmoil::Result {
                     .map_err(|e| e.to_string())
             })
         }),
+        // One seeded runtime runs every task of every simulated node.
+        placement: promraft::threads::Placement::Current,
     };
     let node = Node::start_with(config(&slot), io).await.map_err(|e| e.to_string())?;
     let (tx, mut rx) = mpsc::unbounded_channel();

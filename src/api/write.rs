@@ -42,6 +42,10 @@ fn reply(node: &AppState, code: StatusCode, msg: String) -> Response {
         .into_response()
 }
 
+/// `Retry-After` of a 429 (the leader's write queue is full), seconds: the
+/// queue drains in well under a second on a healthy leader.
+const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
+
 /// The remote-write handler.
 pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let limit = node.config.write.body_bytes_max;
@@ -78,7 +82,17 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
                     first_error = res.first_error;
                 }
             }
-            Err(e @ (CommitError::Unavailable(_) | CommitError::Overloaded(_))) => {
+            Err(e @ CommitError::Overloaded(_)) => {
+                // Refused before it cost consensus anything: the sender
+                // backs off (remote write honours Retry-After) and resends.
+                let mut r = reply(&node, StatusCode::TOO_MANY_REQUESTS, e.to_string());
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS),
+                );
+                return r;
+            }
+            Err(e @ CommitError::Unavailable(_)) => {
                 return reply(&node, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             }
         }

@@ -73,6 +73,8 @@ pub struct Router {
     pub max_staleness: Duration,
     /// `write.commit_timeout_ms`, also the deadline of a linearizable read.
     pub commit_timeout: Duration,
+    /// `write.leader_wait_ms`: how long a write waits for a leader.
+    pub leader_wait: Duration,
 }
 
 /// Read consistency levels (DESIGN decision 6).
@@ -134,38 +136,84 @@ fn quorum_ack_age_ms(m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Opti
     m.last_quorum_acked.as_ref().map(|t| (**t).elapsed().as_millis() as u64)
 }
 
+/// Pause between attempts while no leader can take a write (a leader
+/// change wakes the wait earlier).
+const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// openraft's metrics watch, read for the current leader.
+type Leaders = openraft::type_config::alias::WatchReceiverOf<crate::raft::TypeConfig, RaftMetrics>;
+
+/// openraft's metrics of promraft's type configuration.
+type RaftMetrics = openraft::RaftMetrics<crate::raft::TypeConfig>;
+
+/// Why one attempt to hand a write to the leader failed; the request is
+/// still ours and may go to the next leader.
+struct NotTaken(CommitError);
+
 /// Commits `req` through the leader; returns what apply did with it.
+///
+/// While no leader can take it (an election, a leader that just died, a
+/// leader that lost its quorum) the write waits, up to `leader_wait`, and
+/// goes to the next leader as soon as one is known: the sender sees
+/// latency, not an error. Only a write handed to this node's own batcher
+/// is not retried (it may be in the log already); a forwarded write that
+/// the leader did not answer may be resent, which is safe: a sample sent
+/// twice is a duplicate, a no-op (`tsdb::head`).
 pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, CommitError> {
-    let leader = raft_metrics(&node.raft).current_leader;
-    match leader {
-        Some(l) if l == node.node_id => {
-            if !leader_is_fresh(node) {
-                // Fail fast instead of waiting out the commit timeout.
-                return Err(CommitError::Unavailable(format!(
-                    "node {l} leads but no quorum has acknowledged it within max_staleness; the cluster has no quorum"
-                )));
-            }
-            node.batcher.submit(req).await
+    let give_up = Instant::now() + node.leader_wait;
+    let mut leaders = node.raft.metrics();
+    loop {
+        let leader = leaders.borrow_watched().current_leader;
+        let failed = match leader {
+            Some(l) if l == node.node_id && leader_is_fresh(node) => return node.batcher.submit(req).await,
+            Some(l) if l == node.node_id => NotTaken(CommitError::Unavailable(format!(
+                "node {l} leads but no quorum has acknowledged it within max_staleness; the cluster has no quorum"
+            ))),
+            Some(l) => match forward(node, l, &req, &mut leaders).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            },
+            None => NotTaken(CommitError::Unavailable(
+                "no leader is known (election in progress or no quorum)".into(),
+            )),
+        };
+        let now = Instant::now();
+        if now >= give_up {
+            return Err(failed.0);
         }
-        Some(l) => {
-            let addr = leader_addr(node, l)
-                .ok_or_else(|| CommitError::Unavailable(format!("leader {l} has no known address")))?;
-            let mut c = node
-                .peers
-                .get(&addr)
-                .map_err(|e| CommitError::Unavailable(e.to_string()))?;
-            let deadline = node.commit_timeout;
-            let mut res = c
-                .forward_write(std::slice::from_ref(&req), deadline)
-                .await
-                .map_err(|e| CommitError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
-            res.pop()
-                .ok_or_else(|| CommitError::Unavailable("leader returned no result".into()))
-        }
-        None => Err(CommitError::Unavailable(
-            "no leader is known (election in progress or no quorum)".into(),
-        )),
+        // Wake at a leader change, or after a pause (a leader that is known
+        // but cannot take writes yet).
+        let _ = tokio::time::timeout_at(
+            give_up.min(now + WRITE_RETRY_PAUSE),
+            leader_change(&mut leaders, leader),
+        )
+        .await;
     }
+}
+
+/// Waits until the current leader is no longer `seen`; forever once Raft
+/// has stopped (the caller bounds the wait).
+async fn leader_change(leaders: &mut Leaders, seen: Option<u64>) {
+    while leaders.borrow_watched().current_leader == seen {
+        if leaders.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Forwards `req` to leader `l`. Gives up early when this node learns of
+/// another leader meanwhile (the one asked may be dead or cut off).
+async fn forward(node: &Router, l: u64, req: &AppendRequest, leaders: &mut Leaders) -> Result<AppendResult, NotTaken> {
+    let unavailable = |msg: String| NotTaken(CommitError::Unavailable(msg));
+    let addr = leader_addr(node, l).ok_or_else(|| unavailable(format!("leader {l} has no known address")))?;
+    let mut c = node.peers.get(&addr).map_err(|e| unavailable(e.to_string()))?;
+    let call = c.forward_write(std::slice::from_ref(req), node.commit_timeout);
+    let leader_changed = leader_change(leaders, Some(l));
+    let mut res = tokio::select! {
+        r = call => r.map_err(|e| unavailable(format!("forwarding to leader {l}: {e}")))?,
+        _ = leader_changed => return Err(unavailable(format!("leader {l} was replaced while a write was forwarded to it"))),
+    };
+    res.pop().ok_or_else(|| unavailable("leader returned no result".into()))
 }
 
 /// Waits until this node may serve a read at `level`.

@@ -12,14 +12,15 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::{Stream, TryStreamExt};
+use futures::{FutureExt, Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::command::Command;
-use super::{CommandResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use super::command::{Command, DecodedCache};
+use super::{CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::threads::Placement;
 use crate::tsdb::Db;
 
 /// A snapshot's data.
@@ -92,7 +93,8 @@ pub struct StateMachine {
     membership: StoredMembership,
     last_checkpoint: Option<SnapshotMeta>,
     applied_tx: Arc<watch::Sender<Applied>>,
-    decoded: Arc<super::command::DecodedCache>,
+    decoded: Arc<DecodedCache>,
+    placement: Placement,
 }
 
 impl StateMachine {
@@ -100,7 +102,8 @@ impl StateMachine {
     pub fn new(
         db: Arc<Db>,
         applied_tx: Arc<watch::Sender<Applied>>,
-        decoded: Arc<super::command::DecodedCache>,
+        decoded: Arc<DecodedCache>,
+        placement: Placement,
     ) -> io::Result<Self> {
         let upper: Upper = match db.checkpoint_upper().map_err(io_err)? {
             Some(b) => decode_upper_record(&b)?,
@@ -120,6 +123,7 @@ impl StateMachine {
             last_checkpoint,
             applied_tx,
             decoded,
+            placement,
         })
     }
 
@@ -135,7 +139,8 @@ impl StateMachine {
     async fn checkpoint(&mut self) -> io::Result<SnapshotMeta> {
         let db = self.db.clone();
         let upper = self.upper();
-        crate::kv::run_io(db.inline_io(), move || db.checkpoint(upper))
+        self.placement
+            .offload(db.inline_io(), move || db.checkpoint(upper))
             .await?
             .map_err(io_err)?;
         let meta = SnapshotMeta {
@@ -145,53 +150,81 @@ impl StateMachine {
         self.last_checkpoint = Some(meta.clone());
         Ok(meta)
     }
+}
 
-    fn apply_command(&self, index: u64, cmd: &Command) -> io::Result<CommandResponse> {
-        match cmd {
-            Command::Write { payload } => {
-                let reqs = match self.decoded.take(payload) {
-                    Some(r) => r,
-                    None => {
-                        #[allow(unused_mut)]
-                        let mut reqs = Command::decode_write(payload)
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                        #[cfg(feature = "sim-bugs")]
-                        if crate::sim_bugs::enabled(crate::sim_bugs::Bug::DivergeApply) {
-                            reqs.iter_mut().for_each(|r| r.series.reverse());
-                        }
-                        Arc::new(reqs)
+/// Most entries applied in one trip to a work thread.
+const APPLY_BATCH_ENTRIES_MAX: usize = 64;
+
+/// What applying one entry gave: its log id, the membership it carries (if
+/// it is a membership entry) and the response for the proposer.
+type AppliedEntry = (
+    LogId,
+    Option<openraft::Membership<u64, super::NodeInfo>>,
+    CommandResponse,
+);
+
+/// Applies entries in order (a blocking call, see [`apply_command`]). An
+/// error stops at the entry that failed: openraft then stops the node.
+fn apply_entries(db: &Db, decoded: &DecodedCache, entries: Vec<Entry>) -> io::Result<Vec<AppliedEntry>> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (response, membership) = match entry.payload {
+            EntryPayload::Blank => (CommandResponse::default(), None),
+            EntryPayload::Normal(cmd) => (apply_command(db, decoded, entry.log_id.index, &cmd)?, None),
+            EntryPayload::Membership(m) => (CommandResponse::default(), Some(m)),
+        };
+        out.push((entry.log_id, membership, response));
+    }
+    Ok(out)
+}
+
+/// Applies one command to the TSDB: a blocking call, which the state
+/// machine runs through [`Placement::offload`].
+fn apply_command(db: &Db, decoded: &DecodedCache, index: u64, cmd: &Command) -> io::Result<CommandResponse> {
+    match cmd {
+        Command::Write { payload } => {
+            let reqs = match decoded.take(payload) {
+                Some(r) => r,
+                None => {
+                    #[allow(unused_mut)]
+                    let mut reqs =
+                        Command::decode_write(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    #[cfg(feature = "sim-bugs")]
+                    if crate::sim_bugs::enabled(crate::sim_bugs::Bug::DivergeApply) {
+                        reqs.iter_mut().for_each(|r| r.series.reverse());
                     }
-                };
-                #[cfg(feature = "sim-bugs")]
-                if let Some(r) = sim_bug_apply(&self.db, index, &reqs) {
-                    return Ok(r);
+                    Arc::new(reqs)
                 }
-                let _ = index;
-                Ok(CommandResponse {
-                    results: reqs.iter().map(|r| self.db.apply(r)).collect(),
-                })
+            };
+            #[cfg(feature = "sim-bugs")]
+            if let Some(r) = sim_bug_apply(db, index, &reqs) {
+                return Ok(r);
             }
-            Command::Retention { cutoff_ms } => {
-                self.db.apply_retention(*cutoff_ms);
-                Ok(CommandResponse::default())
+            let _ = index;
+            Ok(CommandResponse {
+                results: reqs.iter().map(|r| db.apply(r)).collect(),
+            })
+        }
+        Command::Retention { cutoff_ms } => {
+            db.apply_retention(*cutoff_ms);
+            Ok(CommandResponse::default())
+        }
+        Command::DeleteSeries {
+            selectors,
+            start_ms,
+            end_ms,
+        } => {
+            // A set that does not compile deletes nothing, on every replica alike.
+            let sets: Vec<Vec<crate::tsdb::Matcher>> = selectors
+                .iter()
+                .filter_map(|set| set.iter().map(|m| m.compile()).collect::<Result<Vec<_>, _>>().ok())
+                .filter(|set| !set.is_empty())
+                .collect();
+            if !sets.is_empty() {
+                let r = db.delete_series(&sets, *start_ms, *end_ms);
+                tracing::info!(deleted = r.deleted, skipped = r.skipped, "applied delete_series");
             }
-            Command::DeleteSeries {
-                selectors,
-                start_ms,
-                end_ms,
-            } => {
-                // A set that does not compile deletes nothing, on every replica alike.
-                let sets: Vec<Vec<crate::tsdb::Matcher>> = selectors
-                    .iter()
-                    .filter_map(|set| set.iter().map(|m| m.compile()).collect::<Result<Vec<_>, _>>().ok())
-                    .filter(|set| !set.is_empty())
-                    .collect();
-                if !sets.is_empty() {
-                    let r = self.db.delete_series(&sets, *start_ms, *end_ms);
-                    tracing::info!(deleted = r.deleted, skipped = r.skipped, "applied delete_series");
-                }
-                Ok(CommandResponse::default())
-            }
+            Ok(CommandResponse::default())
         }
     }
 }
@@ -250,21 +283,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let response = match &entry.payload {
-                EntryPayload::Blank => CommandResponse::default(),
-                EntryPayload::Normal(cmd) => self.apply_command(entry.log_id.index, cmd)?,
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    CommandResponse::default()
+        // Entries that are already there are applied together, in one
+        // trip to a work thread (`Placement::offload`): apply is the
+        // CPU-heavy part of the Raft path and must not run on Raft's threads.
+        while let Some(first) = entries.try_next().await? {
+            let mut batch = vec![first];
+            while batch.len() < APPLY_BATCH_ENTRIES_MAX {
+                match entries.try_next().now_or_never() {
+                    Some(Ok(Some(e))) => batch.push(e),
+                    Some(Ok(None)) | None => break,
+                    Some(Err(e)) => return Err(e),
                 }
-            };
-            self.applied = Some(entry.log_id);
-            self.applied_tx.send_replace(Applied {
-                index: entry.log_id.index,
-            });
-            if let Some(r) = responder {
-                r.send(response);
+            }
+            let (entries_of_batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let (db, decoded) = (self.db.clone(), self.decoded.clone());
+            let applied = self
+                .placement
+                .offload(self.db.inline_io(), move || {
+                    apply_entries(&db, &decoded, entries_of_batch)
+                })
+                .await??;
+            for ((log_id, membership, response), responder) in applied.into_iter().zip(responders) {
+                if let Some(m) = membership {
+                    self.membership = StoredMembership::new(Some(log_id), m);
+                }
+                self.applied = Some(log_id);
+                self.applied_tx.send_replace(Applied { index: log_id.index });
+                if let Some(r) = responder {
+                    r.send(response);
+                }
             }
         }
         Ok(())
@@ -306,11 +353,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let p = path.clone();
         let inline = db.inline_io();
-        let upper = crate::kv::run_io(inline, move || -> Result<Option<Vec<u8>>, io::Error> {
-            let f = std::fs::File::open(&p)?;
-            db.import(&mut io::BufReader::new(f)).map_err(io_err)
-        })
-        .await??;
+        let upper = self
+            .placement
+            .offload(inline, move || -> Result<Option<Vec<u8>>, io::Error> {
+                let f = std::fs::File::open(&p)?;
+                db.import(&mut io::BufReader::new(f)).map_err(io_err)
+            })
+            .await??;
         let _ = std::fs::remove_file(&path);
         let upper: Upper = match upper {
             Some(b) => decode_upper_record(&b)?,

@@ -45,8 +45,13 @@ fn open_pair(kv: Arc<dyn Kv>) -> Result<(LogStore, StateMachine, Arc<Db>), Stora
     let (db, _) = Db::open_kv(kv, HeadOptions::default()).map_err(storage_err)?;
     let db = Arc::new(db);
     let (applied_tx, _) = watch::channel(Applied::default());
-    let sm =
-        StateMachine::new(db.clone(), Arc::new(applied_tx), Arc::new(DecodedCache::default())).map_err(storage_err)?;
+    let sm = StateMachine::new(
+        db.clone(),
+        Arc::new(applied_tx),
+        Arc::new(DecodedCache::default()),
+        crate::threads::Placement::Current,
+    )
+    .map_err(storage_err)?;
     Ok((log, sm, db))
 }
 

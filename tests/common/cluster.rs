@@ -58,9 +58,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat_ms: 100,
-            election_min_ms: 300,
-            election_max_ms: 600,
+            heartbeat_ms: 30,
+            election_min_ms: 100,
+            election_max_ms: 150,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! promraft's own RPCs have their client in [`super::peer`].
 //!
 //! Every call has a deadline. Unary Raft calls use openraft's soft TTL (3/4
-//! of the hard one, so the error is ours, not openraft's abort). A snapshot
+//! of the hard one, so the error is ours, not openraft's abort), plus the
+//! transfer time of what they carry ([`rpc_deadline`]): a heartbeat keeps
+//! the short deadline, a batch of entries gets time for its bytes. A snapshot
 //! stream may take longer than any fixed deadline, so it has an idle one: it
 //! fails once no message was accepted by the connection, or no answer came
 //! after the last, for the hard TTL (`install_snapshot_timeout`).
@@ -187,13 +189,13 @@ impl PeerNetwork {
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let deadline = option.soft_ttl();
         let res = async {
             let mut client = self.client()?;
             let msg = proto::RaftRequest {
                 format: WIRE_FORMAT,
                 data: encode(req)?,
             };
+            let deadline = rpc_deadline(option.soft_ttl(), msg.data.len());
             let r = request(msg, deadline);
             let reply = match rpc {
                 RaftRpc::AppendEntries => call_with_deadline(deadline, client.append_entries(r)).await?,
@@ -273,6 +275,21 @@ impl PeerNetwork {
     }
 }
 
+/// Slowest transfer rate a healthy peer connection is assumed to sustain
+/// for one Raft message, in bytes per second. A heartbeat or vote is a few
+/// hundred bytes and keeps openraft's deadline; an AppendEntries that
+/// carries entries gets more time per byte it carries, so a large batch
+/// on a busy machine is not cut off and resent, while a heartbeat never
+/// waits behind it (each has its own call and deadline).
+pub const REPLICATION_BYTES_PER_SEC_MIN: u64 = 8 << 20;
+
+/// The deadline of a unary Raft call carrying `bytes`: openraft's soft TTL
+/// plus the time the payload takes at [`REPLICATION_BYTES_PER_SEC_MIN`].
+pub fn rpc_deadline(soft_ttl: Duration, bytes: usize) -> Duration {
+    let transfer_us = (bytes as u64).saturating_mul(1_000_000) / REPLICATION_BYTES_PER_SEC_MIN;
+    soft_ttl + Duration::from_micros(transfer_us)
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
@@ -325,5 +342,25 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.unary(RaftRpc::TransferLeader, &req, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_grows_with_the_bytes_a_call_carries() {
+        let ttl = Duration::from_millis(22);
+        assert_eq!(rpc_deadline(ttl, 0), ttl);
+        // A heartbeat-sized message keeps openraft's deadline (to the ms).
+        assert!(rpc_deadline(ttl, 300) < ttl + Duration::from_millis(1));
+        // A full batch of entries gets a second per REPLICATION_BYTES_PER_SEC_MIN bytes.
+        let full = REPLICATION_BYTES_PER_SEC_MIN as usize;
+        assert_eq!(rpc_deadline(ttl, full), ttl + Duration::from_secs(1));
+        assert_eq!(
+            rpc_deadline(ttl, usize::MAX),
+            ttl + Duration::from_micros(u64::MAX / REPLICATION_BYTES_PER_SEC_MIN)
+        );
     }
 }

@@ -81,7 +81,8 @@ impl TestNode {
         let db = Arc::new(db);
         let log = LogStore::open_kv(sled_db).expect("log store");
         let (applied_tx, _) = watch::channel(Applied::default());
-        let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), Default::default()).expect("state machine");
+        let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), Default::default(), Default::default())
+            .expect("state machine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let info = NodeInfo {
             raft_addr: listener.local_addr().expect("local addr").to_string(),
