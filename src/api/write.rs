@@ -81,6 +81,11 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
             Err(e @ (CommitError::Unavailable(_) | CommitError::Overloaded(_))) => {
                 return reply(&node, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             }
+            // Validation drops such series first; this is the batcher's
+            // own refusal (nothing of the request was committed).
+            Err(e @ CommitError::TooLarge(_)) => {
+                return reply(&node, StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+            }
         }
     }
     match first_error {
