@@ -273,12 +273,23 @@ pub fn validate(req: prompb::WriteRequest) -> Validated {
     out
 }
 
+/// Why one series of a request was dropped for its labels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesLabelsError {
+    /// The wire rules (names, order, counts, lengths).
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    /// No `__name__`, or an empty one.
+    #[error("series has no metric name ({METRIC_NAME} label)")]
+    NoMetricName,
+}
+
 /// Wire validation, plus a check the wire rules leave out: a series must
 /// have a non-empty `__name__`. Returns the reason for refusing it.
-fn check_labels(pairs: &[(&str, &str)]) -> Result<(), String> {
-    Labels::validate_wire(pairs).map_err(|e: LabelError| e.to_string())?;
+fn check_labels(pairs: &[(&str, &str)]) -> Result<(), SeriesLabelsError> {
+    Labels::validate_wire(pairs)?;
     if !pairs.iter().any(|(n, v)| *n == METRIC_NAME && !v.is_empty()) {
-        return Err(format!("series has no metric name ({METRIC_NAME} label)"));
+        return Err(SeriesLabelsError::NoMetricName);
     }
     Ok(())
 }

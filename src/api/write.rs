@@ -44,7 +44,7 @@ fn reply(node: &AppState, code: StatusCode, msg: String) -> Response {
 
 /// The remote-write handler.
 pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let limit = node.config.write.body_bytes_max;
+    let limit = node.write_body_bytes_max;
     if let Err((code, msg)) = check_headers(&headers, limit) {
         return reply(&node, code, msg);
     }

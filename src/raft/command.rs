@@ -154,17 +154,28 @@ impl MatcherSpec {
 
     /// Compiles the matcher. Deterministic: every replica gets the same
     /// answer for the same spec.
-    pub fn compile(&self) -> Result<crate::tsdb::Matcher, String> {
+    pub fn compile(&self) -> Result<crate::tsdb::Matcher, MatcherSpecError> {
         use crate::tsdb::MatchOp;
         let op = match self.op.as_str() {
             "=" => MatchOp::Equal,
             "!=" => MatchOp::NotEqual,
             "=~" => MatchOp::Regex,
             "!~" => MatchOp::NotRegex,
-            other => return Err(format!("unknown matcher operator {other:?}")),
+            other => return Err(MatcherSpecError::UnknownOperator(other.to_string())),
         };
-        crate::tsdb::Matcher::new(op, &self.name, &self.value).map_err(|e| e.to_string())
+        crate::tsdb::Matcher::new(op, &self.name, &self.value).map_err(|e| MatcherSpecError::Invalid(e.to_string()))
     }
+}
+
+/// Why a [`MatcherSpec`] from the log does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherSpecError {
+    /// An operator other than `=`, `!=`, `=~`, `!~`.
+    #[error("unknown matcher operator {0:?}")]
+    UnknownOperator(String),
+    /// The matcher itself (its regex) is invalid.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl fmt::Debug for Command {
