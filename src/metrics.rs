@@ -116,6 +116,8 @@ pub struct Metrics {
     pub samples_invalid: AtomicU64,
     /// Samples per log entry proposed.
     pub batch_samples: Histogram,
+    /// Largest write entry payload proposed since start, in bytes.
+    pub entry_payload_bytes_max: AtomicU64,
     /// Time from proposing an entry to its commit and apply.
     pub commit_latency: Histogram,
     /// Leader changes seen by this node.
@@ -131,6 +133,7 @@ impl Default for Metrics {
             write_responses: WRITE_CODES.iter().map(|_| AtomicU64::new(0)).collect(),
             samples_invalid: AtomicU64::new(0),
             batch_samples: Histogram::new(&SIZE_BUCKETS),
+            entry_payload_bytes_max: AtomicU64::new(0),
             commit_latency: Histogram::new(&LATENCY_BUCKETS),
             leader_changes: AtomicU64::new(0),
             queries_limited: AtomicU64::new(0),
@@ -186,6 +189,12 @@ impl Metrics {
         out.push_str("# HELP promraft_write_batch_samples Samples per proposed log entry (group commit).\n");
         out.push_str("# TYPE promraft_write_batch_samples histogram\n");
         self.batch_samples.render(out, "promraft_write_batch_samples", "");
+        gauge(
+            out,
+            "promraft_write_entry_payload_bytes_max",
+            "Largest write log entry payload proposed since start, in bytes (the limit is 98304).",
+            self.entry_payload_bytes_max.load(Ordering::Relaxed) as f64,
+        );
         out.push_str("# HELP promraft_write_commit_seconds Time from proposing a log entry to its commit and apply.\n");
         out.push_str("# TYPE promraft_write_commit_seconds histogram\n");
         self.commit_latency.render(out, "promraft_write_commit_seconds", "");

@@ -27,7 +27,9 @@ use crate::raft::transport::client::GrpcNetwork;
 use crate::raft::transport::connector::{Connector, TcpConnector};
 use crate::raft::transport::peer::PeerClients;
 use crate::raft::transport::proto::raft_server::RaftServer;
-use crate::raft::transport::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo, RaftService};
+use crate::raft::transport::server::{
+    raft_service, serve, ForwardedWriteError, ForwardedWrites, RaftNodeInfo, RaftService,
+};
 use crate::raft::{Command, NodeInfo, Raft};
 use crate::threads::Placement;
 use crate::tsdb::{Db, HeadOptions};
@@ -92,8 +94,13 @@ pub struct Node {
 }
 
 /// Serves the Raft gRPC service until the given future completes.
-pub type ServeRpc =
-    Box<dyn FnOnce(RaftServer<RaftService>, BoxFuture<'static, ()>) -> BoxFuture<'static, Result<(), String>> + Send>;
+pub type ServeRpc = Box<
+    dyn FnOnce(
+            RaftServer<RaftService>,
+            BoxFuture<'static, ()>,
+        ) -> BoxFuture<'static, Result<(), tonic::transport::Error>>
+        + Send,
+>;
 
 /// What a node runs on: its two stores and its network. [`Node::start`]
 /// opens sled and TCP; the simulator fills it with its own and calls
@@ -144,9 +151,7 @@ impl Node {
             tsdb_kv: Arc::new(tsdb_sled),
             log_kv: Arc::new(log_sled),
             connector: Arc::new(TcpConnector),
-            serve: Box::new(move |svc, stop| {
-                Box::pin(async move { serve(rpc_listener, svc, stop).await.map_err(|e| e.to_string()) })
-            }),
+            serve: Box::new(move |svc, stop| Box::pin(async move { serve(rpc_listener, svc, stop).await })),
             placement,
         };
         Self::start_with(config, io).await
@@ -236,6 +241,16 @@ impl Node {
             peers: self.peers.clone(),
         };
         tokio::spawn(bootstrap(handle, members));
+    }
+
+    /// The `query` section of this node's configuration.
+    pub fn query_config(&self) -> &crate::config::QueryConfig {
+        &self.config.query
+    }
+
+    /// The `write` section of this node's configuration.
+    pub fn write_config(&self) -> &crate::config::WriteConfig {
+        &self.config.write
     }
 
     /// This node's id.
@@ -517,12 +532,12 @@ impl ForwardedWrites for LeaderWrites {
     fn submit(
         &self,
         reqs: Vec<crate::tsdb::AppendRequest>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<crate::tsdb::AppendResult>, String>> {
+    ) -> futures::future::BoxFuture<'static, Result<Vec<crate::tsdb::AppendResult>, ForwardedWriteError>> {
         let b = self.0.clone();
         Box::pin(async move {
             let mut out = Vec::with_capacity(reqs.len());
             for r in reqs {
-                out.push(b.submit(r).await.map_err(|e| e.to_string())?);
+                out.push(b.submit(r).await.map_err(|e| ForwardedWriteError(e.to_string()))?);
             }
             Ok(out)
         })

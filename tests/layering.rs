@@ -389,3 +389,46 @@ fn arrows_are_read_from_code_only() {
     let got: Vec<(usize, String)> = arrows(src);
     assert_eq!(got, vec![(1, "a".to_string()), (3, "e".to_string())]);
 }
+
+/// Lines of `src` (code only) that read a `config` field: `x.config.` or
+/// `x.config` as a value. The API's handlers get the sections they need
+/// copied into their state; the whole node configuration stays in `node`.
+fn config_reaches(src: &str) -> Vec<usize> {
+    let code = code_only(src);
+    code.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.match_indices(".config").any(|(i, _)| {
+                let after = l.as_bytes().get(i + ".config".len()).copied();
+                !after.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'(')
+            })
+        })
+        .map(|(n, _)| n + 1)
+        .collect()
+}
+
+#[test]
+fn the_api_reads_no_node_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root.join("api"), &root, &mut files);
+    assert!(files.len() >= 5, "found the API sources ({} files)", files.len());
+    let hits: Vec<String> = files
+        .iter()
+        .flat_map(|(p, text)| {
+            config_reaches(text)
+                .into_iter()
+                .map(move |n| format!("src/{}:{n}", p.display()))
+        })
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "src/api reads the node's whole configuration (give the handler the value in AppState instead):\n{}",
+        hits.join("\n")
+    );
+    // The check sees a reach, and not a method or path of that name.
+    assert_eq!(config_reaches("let x = node.config.query.timeout;\n"), vec![1]);
+    assert_eq!(config_reaches("f(&n.config);\n"), vec![1]);
+    assert!(config_reaches("let q = node.query_config();\nuse crate::config::X;\n").is_empty());
+    assert!(config_reaches("// node.config.query\n").is_empty());
+}

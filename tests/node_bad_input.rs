@@ -552,3 +552,96 @@ fn bad_query_parameters_are_400_bad_data() {
     assert_api_error(&f, &r, 400, "bad_data", "POST series without match[]");
     f.assert_still_serving("bad query parameters");
 }
+
+/// A label value of `len` bytes that snappy cannot shrink much (letters
+/// from a xorshift stream seeded by `seed`).
+fn noisy_value(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+/// The value of an unlabelled sample line `name value` in a /metrics page.
+fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Largest log entry payload, in bytes, the batcher may propose
+/// (`ENTRY_PAYLOAD_BYTES_MAX`).
+const ENTRY_PAYLOAD_BYTES_MAX: f64 = 98_304.0;
+
+#[test]
+fn big_labels_over_many_entries_are_all_stored_and_entries_stay_under_the_limit() {
+    let mut f = Fixture::start("big_labels_over_many_entries_are_all_stored_and_entries_stay_under_the_limit");
+    // 120 series with 4 KiB of hard-to-compress labels and 20 samples each:
+    // about 500 KiB of labels, five or more full entries.
+    let ts: Vec<_> = (0..120u64)
+        .map(|i| {
+            let id = format!("{i:03}");
+            let big = noisy_value(i, 4_000);
+            let samples: Vec<(i64, f64)> = (0..20)
+                .map(|k| (f.base + k * 1000, (i * 100 + k as u64) as f64))
+                .collect();
+            series(&[("__name__", "big_labels"), ("blob", &big), ("series", &id)], &samples)
+        })
+        .collect();
+    f.accept(ts);
+    let page = f.node.get("/metrics", &[]).text();
+    let largest = metric_value(&page, "promraft_write_entry_payload_bytes_max").unwrap_or_else(|| {
+        panic!(
+            "no promraft_write_entry_payload_bytes_max in /metrics; reproduce: {}",
+            repro(FILE, f.test)
+        )
+    });
+    assert!(
+        largest <= ENTRY_PAYLOAD_BYTES_MAX,
+        "a log entry payload of {largest} bytes was proposed, more than {ENTRY_PAYLOAD_BYTES_MAX}; reproduce: {}",
+        repro(FILE, f.test)
+    );
+    assert!(
+        largest > ENTRY_PAYLOAD_BYTES_MAX / 2.0,
+        "entries of at most {largest} bytes: the request should have filled entries close to the limit; reproduce: {}",
+        repro(FILE, f.test)
+    );
+    f.assert_still_serving("a request of 500 KiB of labels");
+}
+
+#[test]
+fn series_whose_labels_fill_an_entry_is_400_and_the_rest_is_stored() {
+    let mut f = Fixture::start("series_whose_labels_fill_an_entry_is_400_and_the_rest_is_stored");
+    // 30 labels of 4000 bytes: each label is within the limits, the series
+    // (120 KB of labels) fits in no 96 KiB log entry.
+    let values: Vec<(String, String)> = (0..30u64)
+        .map(|i| (format!("l{i:02}"), noisy_value(i, 4_000)))
+        .collect();
+    let mut pairs: Vec<(&str, &str)> = vec![("__name__", "too_wide")];
+    pairs.extend(values.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let fresh = series(
+        &[("__name__", "fresh"), ("job", "wide")],
+        &[(f.base, 1.0), (f.base + 1000, 2.0)],
+    );
+    let r = f
+        .node
+        .write(&write_request(vec![series(&pairs, &[(f.base, 1.0)]), fresh.clone()]));
+    f.assert_refused(
+        &r,
+        400,
+        "bytes of a log entry, more than the limit of",
+        "a series too wide for a log entry",
+    );
+    assert!(
+        r.body.len() < 4096,
+        "the reason should describe the series briefly ({} bytes)",
+        r.body.len()
+    );
+    f.record(&[fresh]);
+    f.assert_still_serving("a series too wide for a log entry");
+}

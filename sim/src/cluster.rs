@@ -152,11 +152,7 @@ async fn node_main(slot: Arc<NodeSlot>, seed: u64) -> turmoil::Result {
         log_kv: Arc::new(slot.log_disk.clone()),
         connector: Arc::new(SimConnector),
         serve: Box::new(move |svc, stop| {
-            Box::pin(async move {
-                serve_with_incoming(incoming(listener), svc, stop)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
+            Box::pin(async move { serve_with_incoming(incoming(listener), svc, stop).await })
         }),
         // One seeded runtime runs every task of every simulated node.
         placement: promraft::threads::Placement::Current,

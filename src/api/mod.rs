@@ -28,10 +28,38 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 
+use crate::config::QueryConfig;
 use crate::node::Node;
 
-/// Shared state of every handler.
-pub type AppState = Arc<Node>;
+/// Shared state of every handler: the node, and the configuration sections
+/// the handlers read, copied at construction (handlers do not reach into
+/// the node's whole configuration).
+#[derive(Clone)]
+pub struct AppState {
+    node: Arc<Node>,
+    /// The `query` section.
+    pub query: Arc<QueryConfig>,
+    /// `write.body_bytes_max`.
+    pub write_body_bytes_max: usize,
+}
+
+impl AppState {
+    /// The state of `node`'s handlers.
+    pub fn new(node: Arc<Node>) -> AppState {
+        AppState {
+            query: Arc::new(node.query_config().clone()),
+            write_body_bytes_max: node.write_config().body_bytes_max,
+            node,
+        }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
 
 /// Header naming the node that answered.
 pub const HEADER_NODE: &str = "x-promraft-node";
@@ -230,14 +258,17 @@ pub async fn read_barrier(
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let level: crate::cluster::routing::Consistency = level.parse().map_err(ApiError::bad_data)?;
+    let level: crate::cluster::routing::Consistency = level
+        .parse()
+        .map_err(|e: crate::cluster::routing::UnknownConsistency| ApiError::bad_data(e.to_string()))?;
     crate::cluster::routing::read_barrier(&node.router, level)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
 /// The router with every endpoint.
-pub fn router(node: AppState) -> Router {
+pub fn router(node: Arc<Node>) -> Router {
+    let node = AppState::new(node);
     Router::new()
         .route("/api/v1/write", post(write::remote_write))
         .route("/api/v1/query", get(query::instant).post(query::instant))

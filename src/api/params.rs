@@ -101,22 +101,33 @@ impl Params {
     }
 }
 
+/// Why a time parameter was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeParseError {
+    /// Neither Unix seconds nor RFC 3339 (or not finite).
+    #[error("cannot parse {0:?} to a valid timestamp")]
+    Invalid(String),
+    /// Seconds whose milliseconds do not fit in an `i64`.
+    #[error("timestamp {0:?} out of range")]
+    OutOfRange(String),
+}
+
 /// Parses a time as Prometheus does: Unix seconds (fractions allowed) or
-/// RFC 3339. Returns milliseconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+/// RFC 3339. Returns milliseconds since the epoch.
+pub fn parse_time(s: &str) -> Result<i64, TimeParseError> {
     if let Ok(f) = s.parse::<f64>() {
         if !f.is_finite() {
-            return Err(format!("cannot parse {s:?} to a valid timestamp"));
+            return Err(TimeParseError::Invalid(s.to_string()));
         }
         let ms = (f * 1000.0).round();
         if ms.abs() > 9.2e18 {
-            return Err(format!("timestamp {s:?} out of range"));
+            return Err(TimeParseError::OutOfRange(s.to_string()));
         }
         return Ok(ms as i64);
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.timestamp_millis())
-        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+        .map_err(|_| TimeParseError::Invalid(s.to_string()))
 }
 
 /// Parses a series selector (`up{job="x"}`, `{__name__=~"a|b"}`) into

@@ -83,7 +83,7 @@ fn param_duration_ms(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
 }
 
 fn opts(node: &AppState, p: &Params) -> Result<(QueryOpts, Duration), ApiError> {
-    let max_ms = i64::try_from(node.config.query.timeout.as_millis()).unwrap_or(i64::MAX);
+    let max_ms = i64::try_from(node.query.timeout.as_millis()).unwrap_or(i64::MAX);
     let timeout_ms = param_duration_ms(p, "timeout")?
         .map_or(max_ms, |t| t.min(max_ms))
         .max(1);
@@ -92,7 +92,7 @@ fn opts(node: &AppState, p: &Params) -> Result<(QueryOpts, Duration), ApiError> 
     Ok((
         QueryOpts {
             lookback_delta_ms: lookback.or(Some(
-                i64::try_from(node.config.query.lookback_delta.as_millis()).unwrap_or(i64::MAX),
+                i64::try_from(node.query.lookback_delta.as_millis()).unwrap_or(i64::MAX),
             )),
             timeout: Some(timeout),
         },
@@ -115,7 +115,7 @@ async fn run(node: AppState, expr: String, kind: Kind, qopts: QueryOpts, timeout
             error_type: "timeout",
             message: format!(
                 "query timed out waiting for one of {} query slots",
-                node.config.query.concurrency_max
+                node.query.concurrency_max
             ),
         }
         .into_response();
@@ -125,7 +125,7 @@ async fn run(node: AppState, expr: String, kind: Kind, qopts: QueryOpts, timeout
         let _permit = permit;
         let storage = TsdbStorage {
             db: n.db.clone(),
-            samples_max: n.config.query.samples_max,
+            samples_max: n.query.samples_max,
         };
         match kind {
             Kind::Instant { time } => n.engine.instant_query(&storage, &expr, time, qopts),

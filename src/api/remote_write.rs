@@ -11,7 +11,9 @@
 
 use prost::Message;
 
+use crate::cluster::batcher::check_series_fits;
 use crate::prompb;
+use crate::raft::command::ENTRY_REQUESTS_BYTES_MAX;
 use crate::tsdb::labels::{Label, LabelError, Labels, METRIC_NAME};
 
 /// Largest compressed request body any configuration accepts, in bytes:
@@ -247,6 +249,11 @@ pub fn validate(req: prompb::WriteRequest) -> Validated {
                 })
                 .collect(),
         );
+        if let Err(e) = check_series_fits(&labels, ENTRY_REQUESTS_BYTES_MAX) {
+            out.samples_rejected += ts.samples.len();
+            out.rejected.push(format!("series {}: {e}", describe_labels(&labels)));
+            continue;
+        }
         let samples = ts.samples.into_iter().map(|s| (s.timestamp, s.value)).collect();
         out.series.push(ValidatedSeries { labels, samples });
     }
@@ -266,12 +273,23 @@ pub fn validate(req: prompb::WriteRequest) -> Validated {
     out
 }
 
+/// Why one series of a request was dropped for its labels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesLabelsError {
+    /// The wire rules (names, order, counts, lengths).
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    /// No `__name__`, or an empty one.
+    #[error("series has no metric name ({METRIC_NAME} label)")]
+    NoMetricName,
+}
+
 /// Wire validation, plus a check the wire rules leave out: a series must
 /// have a non-empty `__name__`. Returns the reason for refusing it.
-fn check_labels(pairs: &[(&str, &str)]) -> Result<(), String> {
-    Labels::validate_wire(pairs).map_err(|e: LabelError| e.to_string())?;
+fn check_labels(pairs: &[(&str, &str)]) -> Result<(), SeriesLabelsError> {
+    Labels::validate_wire(pairs)?;
     if !pairs.iter().any(|(n, v)| *n == METRIC_NAME && !v.is_empty()) {
-        return Err(format!("series has no metric name ({METRIC_NAME} label)"));
+        return Err(SeriesLabelsError::NoMetricName);
     }
     Ok(())
 }
@@ -286,15 +304,21 @@ fn recycle<'b>(mut v: Vec<(&str, &str)>) -> Vec<(&'b str, &'b str)> {
 
 /// `name{a="b", ...}` for error messages, cut to [`SERIES_DESCRIPTION_MAX`].
 fn describe(labels: &[prompb::Label]) -> String {
-    let name = labels
-        .iter()
-        .find(|l| l.name == METRIC_NAME)
-        .map_or("", |l| l.value.as_str());
+    describe_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+}
+
+/// [`describe`] for a validated label set.
+fn describe_labels(labels: &Labels) -> String {
+    describe_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+}
+
+fn describe_pairs<'a>(labels: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
+    let name = labels.clone().find(|(n, _)| *n == METRIC_NAME).map_or("", |(_, v)| v);
     let mut s = String::new();
     s.push_str(name);
     s.push('{');
     let mut first = true;
-    for l in labels.iter().filter(|l| l.name != METRIC_NAME) {
+    for (n, v) in labels.filter(|(n, _)| *n != METRIC_NAME) {
         if s.len() > SERIES_DESCRIPTION_MAX {
             break;
         }
@@ -302,9 +326,9 @@ fn describe(labels: &[prompb::Label]) -> String {
             s.push_str(", ");
         }
         first = false;
-        s.push_str(&l.name);
+        s.push_str(n);
         s.push('=');
-        s.push_str(&format!("{:?}", l.value));
+        s.push_str(&format!("{v:?}"));
     }
     if s.len() > SERIES_DESCRIPTION_MAX {
         let mut end = SERIES_DESCRIPTION_MAX;

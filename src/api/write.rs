@@ -48,7 +48,7 @@ const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 
 /// The remote-write handler.
 pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let limit = node.config.write.body_bytes_max;
+    let limit = node.write_body_bytes_max;
     if let Err((code, msg)) = check_headers(&headers, limit) {
         return reply(&node, code, msg);
     }
@@ -94,6 +94,11 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
             }
             Err(e @ CommitError::Unavailable(_)) => {
                 return reply(&node, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
+            // Validation drops such series first; this is the batcher's
+            // own refusal (nothing of the request was committed).
+            Err(e @ CommitError::TooLarge(_)) => {
+                return reply(&node, StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
             }
         }
     }

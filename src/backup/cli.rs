@@ -178,9 +178,21 @@ pub fn describe(h: &Header) -> String {
     )
 }
 
+/// Why the backup download stopped part way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (after {received} bytes from {addr})")]
+pub struct DownloadError {
+    /// The transfer error.
+    pub reason: String,
+    /// Bytes received before it.
+    pub received: u64,
+    /// The node downloaded from.
+    pub addr: String,
+}
+
 /// Reads the network chunks the download task forwards.
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, DownloadError>>,
     cur: Bytes,
 }
 
@@ -306,7 +318,7 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
 /// then fails the backup with it; the channel closes when this returns.
 async fn pump_download(
     resp: &mut reqwest::Response,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, DownloadError>>,
     max_rate: u64,
     addr: &str,
 ) {
@@ -328,7 +340,12 @@ async fn pump_download(
             }
             Ok(None) => break,
             Err(e) => {
-                let _ = tx.send(Err(format!("{e} (after {received} bytes from {addr})"))).await;
+                let err = DownloadError {
+                    reason: e.to_string(),
+                    received,
+                    addr: addr.to_string(),
+                };
+                let _ = tx.send(Err(err)).await;
                 break;
             }
         }

@@ -162,6 +162,48 @@ pub struct TextSample {
     pub t_ms: Option<i64>,
 }
 
+/// Why a line of text exposition was refused. Each variant carries the
+/// line (or the field) it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextLineError {
+    /// The line does not start with a metric name.
+    #[error("no metric name at the start of {0:?}")]
+    NoName(String),
+    /// A label name is missing or malformed.
+    #[error("bad label name in {0:?}")]
+    LabelName(String),
+    /// A label name without `=`.
+    #[error("expected '=' in {0:?}")]
+    NoEquals(String),
+    /// A label value without its opening quote.
+    #[error("expected '\"' in {0:?}")]
+    NoQuote(String),
+    /// A label value without its closing quote.
+    #[error("unterminated label value in {0:?}")]
+    UnterminatedValue(String),
+    /// A backslash at the end of the line.
+    #[error("unterminated escape in {0:?}")]
+    UnterminatedEscape(String),
+    /// A name and labels but no value.
+    #[error("no value in {0:?}")]
+    NoValue(String),
+    /// A value that is not a float, `NaN` or an infinity.
+    #[error("invalid value {0:?}")]
+    Value(String),
+    /// More fields after the timestamp.
+    #[error("unexpected text after the timestamp in {0:?}")]
+    TrailingText(String),
+    /// A Prometheus-format timestamp that is not integer milliseconds.
+    #[error("invalid timestamp {0:?} (milliseconds expected)")]
+    TimestampMs(String),
+    /// An OpenMetrics timestamp that is not a number of seconds.
+    #[error("invalid timestamp {0:?} (seconds expected)")]
+    TimestampSecs(String),
+    /// An OpenMetrics timestamp that is not finite.
+    #[error("invalid timestamp {0:?}")]
+    TimestampNotFinite(String),
+}
+
 fn parse_name(s: &str) -> (&str, &str) {
     let end = s
         .char_indices()
@@ -170,18 +212,18 @@ fn parse_name(s: &str) -> (&str, &str) {
     s.split_at(end)
 }
 
-fn parse_value(s: &str) -> Result<f64, String> {
+fn parse_value(s: &str) -> Result<f64, TextLineError> {
     match s {
         "NaN" => Ok(f64::NAN),
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        _ => s.parse::<f64>().map_err(|_| format!("invalid value {s:?}")),
+        _ => s.parse::<f64>().map_err(|_| TextLineError::Value(s.to_string())),
     }
 }
 
 /// Parses one line; `None` for blank lines and comments (`# HELP`,
 /// `# TYPE`, `# UNIT`, `# EOF`).
-pub fn parse_line(line: &str, format: TextFormat) -> Result<Option<TextSample>, String> {
+pub fn parse_line(line: &str, format: TextFormat) -> Result<Option<TextSample>, TextLineError> {
     let line = line.trim_end_matches(['\r', '\n']);
     let t = line.trim_start();
     if t.is_empty() || t.starts_with('#') {
@@ -189,7 +231,7 @@ pub fn parse_line(line: &str, format: TextFormat) -> Result<Option<TextSample>, 
     }
     let (name, mut rest) = parse_name(t);
     if name.is_empty() {
-        return Err(format!("no metric name at the start of {line:?}"));
+        return Err(TextLineError::NoName(line.to_string()));
     }
     let mut labels = vec![("__name__".to_string(), name.to_string())];
     if let Some(r) = rest.strip_prefix('{') {
@@ -198,10 +240,10 @@ pub fn parse_line(line: &str, format: TextFormat) -> Result<Option<TextSample>, 
     // Exemplars (OpenMetrics) follow " # "; they are not stored.
     let rest = rest.split(" # ").next().unwrap_or("");
     let mut fields = rest.split_whitespace();
-    let value = parse_value(fields.next().ok_or_else(|| format!("no value in {line:?}"))?)?;
+    let value = parse_value(fields.next().ok_or_else(|| TextLineError::NoValue(line.to_string()))?)?;
     let t_ms = fields.next().map(|ts| parse_timestamp(ts, format)).transpose()?;
     if fields.next().is_some() {
-        return Err(format!("unexpected text after the timestamp in {line:?}"));
+        return Err(TextLineError::TrailingText(line.to_string()));
     }
     labels.sort();
     Ok(Some(TextSample { labels, value, t_ms }))
@@ -209,7 +251,11 @@ pub fn parse_line(line: &str, format: TextFormat) -> Result<Option<TextSample>, 
 
 /// Parses `name="value", ...}` (the text after `{`) into `labels`; returns
 /// the text after the closing brace.
-fn parse_labels<'a>(mut rest: &'a str, line: &str, labels: &mut Vec<(String, String)>) -> Result<&'a str, String> {
+fn parse_labels<'a>(
+    mut rest: &'a str,
+    line: &str,
+    labels: &mut Vec<(String, String)>,
+) -> Result<&'a str, TextLineError> {
     loop {
         rest = rest.trim_start();
         if let Some(r) = rest.strip_prefix('}') {
@@ -217,16 +263,16 @@ fn parse_labels<'a>(mut rest: &'a str, line: &str, labels: &mut Vec<(String, Str
         }
         let (ln, r) = parse_name(rest);
         if ln.is_empty() {
-            return Err(format!("bad label name in {line:?}"));
+            return Err(TextLineError::LabelName(line.to_string()));
         }
         let r = r
             .trim_start()
             .strip_prefix('=')
-            .ok_or_else(|| format!("expected '=' in {line:?}"))?;
+            .ok_or_else(|| TextLineError::NoEquals(line.to_string()))?;
         let r = r
             .trim_start()
             .strip_prefix('"')
-            .ok_or_else(|| format!("expected '\"' in {line:?}"))?;
+            .ok_or_else(|| TextLineError::NoQuote(line.to_string()))?;
         let (value, r) = parse_quoted(r, line)?;
         labels.push((ln.to_string(), value));
         rest = r.trim_start();
@@ -239,12 +285,12 @@ fn parse_labels<'a>(mut rest: &'a str, line: &str, labels: &mut Vec<(String, Str
 /// Parses a label value up to its closing quote (the text after the opening
 /// one), undoing the text format's escapes; returns the value and the text
 /// after the quote.
-fn parse_quoted<'a>(mut r: &'a str, line: &str) -> Result<(String, &'a str), String> {
+fn parse_quoted<'a>(mut r: &'a str, line: &str) -> Result<(String, &'a str), TextLineError> {
     let mut value = String::new();
     loop {
         let mut chars = r.chars();
         match chars.next() {
-            None => return Err(format!("unterminated label value in {line:?}")),
+            None => return Err(TextLineError::UnterminatedValue(line.to_string())),
             Some('"') => return Ok((value, chars.as_str())),
             Some('\\') => match chars.next() {
                 Some('n') => value.push('\n'),
@@ -254,7 +300,7 @@ fn parse_quoted<'a>(mut r: &'a str, line: &str) -> Result<(String, &'a str), Str
                     value.push('\\');
                     value.push(c)
                 }
-                None => return Err(format!("unterminated escape in {line:?}")),
+                None => return Err(TextLineError::UnterminatedEscape(line.to_string())),
             },
             Some(c) => value.push(c),
         }
@@ -264,17 +310,15 @@ fn parse_quoted<'a>(mut r: &'a str, line: &str) -> Result<(String, &'a str), Str
 
 /// A sample's timestamp: milliseconds in the Prometheus text format,
 /// seconds (possibly fractional) in OpenMetrics.
-fn parse_timestamp(ts: &str, format: TextFormat) -> Result<i64, String> {
+fn parse_timestamp(ts: &str, format: TextFormat) -> Result<i64, TextLineError> {
     match format {
         TextFormat::Prometheus => ts
             .parse::<i64>()
-            .map_err(|_| format!("invalid timestamp {ts:?} (milliseconds expected)")),
+            .map_err(|_| TextLineError::TimestampMs(ts.to_string())),
         TextFormat::Openmetrics => {
-            let s: f64 = ts
-                .parse()
-                .map_err(|_| format!("invalid timestamp {ts:?} (seconds expected)"))?;
+            let s: f64 = ts.parse().map_err(|_| TextLineError::TimestampSecs(ts.to_string()))?;
             if !s.is_finite() {
-                return Err(format!("invalid timestamp {ts:?}"));
+                return Err(TextLineError::TimestampNotFinite(ts.to_string()));
             }
             Ok((s * 1000.0).round() as i64)
         }

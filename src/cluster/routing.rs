@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::batcher::{Batcher, CommitError};
 use crate::raft::state_machine::Applied;
-use crate::raft::transport::peer::PeerClients;
+use crate::raft::transport::peer::{PeerClient, PeerClients};
 use crate::raft::transport::Error as RpcError;
 use crate::raft::Raft;
 use crate::tsdb::{AppendRequest, AppendResult};
@@ -88,13 +88,18 @@ pub enum Consistency {
     Linearizable,
 }
 
+/// A consistency level other than `local` or `linearizable`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown consistency {0:?} (use local or linearizable)")]
+pub struct UnknownConsistency(pub String);
+
 impl FromStr for Consistency {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownConsistency;
+    fn from_str(s: &str) -> Result<Self, UnknownConsistency> {
         match s {
             "" | "local" => Ok(Consistency::Local),
             "linearizable" => Ok(Consistency::Linearizable),
-            other => Err(format!("unknown consistency {other:?} (use local or linearizable)")),
+            other => Err(UnknownConsistency(other.to_string())),
         }
     }
 }
@@ -117,6 +122,24 @@ fn leader_addr(node: &Router, leader: u64) -> Option<String> {
         .membership()
         .get_node(&leader)
         .map(|n| n.raft_addr.clone())
+}
+
+/// Why no client to the leader could be had.
+#[derive(Debug, thiserror::Error)]
+enum LeaderClientError {
+    /// The leader is not in the membership this node knows.
+    #[error("leader {0} has no known address")]
+    NoAddress(u64),
+    /// The peer client could not be made.
+    #[error(transparent)]
+    Client(#[from] RpcError),
+}
+
+/// A client to the leader `leader`: its address from the membership, then
+/// the peer client for it.
+fn leader_client(node: &Router, leader: u64) -> Result<PeerClient, LeaderClientError> {
+    let addr = leader_addr(node, leader).ok_or(LeaderClientError::NoAddress(leader))?;
+    Ok(node.peers.get(&addr)?)
 }
 
 /// For a leader: whether a quorum acknowledged it within `max_staleness`
@@ -205,8 +228,7 @@ async fn leader_change(leaders: &mut Leaders, seen: Option<u64>) {
 /// another leader meanwhile (the one asked may be dead or cut off).
 async fn forward(node: &Router, l: u64, req: &AppendRequest, leaders: &mut Leaders) -> Result<AppendResult, NotTaken> {
     let unavailable = |msg: String| NotTaken(CommitError::Unavailable(msg));
-    let addr = leader_addr(node, l).ok_or_else(|| unavailable(format!("leader {l} has no known address")))?;
-    let mut c = node.peers.get(&addr).map_err(|e| unavailable(e.to_string()))?;
+    let mut c = leader_client(node, l).map_err(|e| unavailable(e.to_string()))?;
     let call = c.forward_write(std::slice::from_ref(req), node.commit_timeout);
     let leader_changed = leader_change(leaders, Some(l));
     let mut res = tokio::select! {
@@ -276,12 +298,7 @@ async fn linearizable_barrier(
             read.log_id().index
         }
         Some(l) => {
-            let addr = leader_addr(node, l)
-                .ok_or_else(|| ReadError::Unavailable(format!("leader {l} has no known address")))?;
-            let mut c = node
-                .peers
-                .get(&addr)
-                .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+            let mut c = leader_client(node, l).map_err(|e| ReadError::Unavailable(e.to_string()))?;
             let left = deadline.saturating_duration_since(Instant::now());
             c.read_index(left)
                 .await

@@ -41,8 +41,13 @@ use crate::tsdb::{AppendRequest, AppendResult};
 /// leadership) and reaches the follower as `Unavailable`.
 pub trait ForwardedWrites: Send + Sync + 'static {
     /// Commits `reqs` and answers one result per request, in order.
-    fn submit(&self, reqs: Vec<AppendRequest>) -> BoxFuture<'static, Result<Vec<AppendResult>, String>>;
+    fn submit(&self, reqs: Vec<AppendRequest>) -> BoxFuture<'static, Result<Vec<AppendResult>, ForwardedWriteError>>;
 }
+
+/// Why the leader did not commit a forwarded write (its batcher's reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ForwardedWriteError(pub String);
 
 /// Who a node is and how far it is, for the `NodeInfo` RPC.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -323,7 +328,7 @@ impl RaftRpc for RaftService {
         let r = request.into_inner();
         let reqs: Vec<AppendRequest> = decode(r.format, &r.requests, "forwarded write")?;
         let n = reqs.len();
-        let results = self.writes.submit(reqs).await.map_err(Error::Unavailable)?;
+        let results = self.writes.submit(reqs).await.map_err(|e| Error::Unavailable(e.0))?;
         if results.len() != n {
             return Err(Status::internal(format!(
                 "write handler answered {} results for {n} requests",

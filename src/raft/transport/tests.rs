@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, watch};
 use super::client::GrpcNetwork;
 use super::connector::TcpConnector;
 use super::peer::PeerClient;
-use super::server::{raft_service, serve, ForwardedWrites, RaftNodeInfo};
+use super::server::{raft_service, serve, ForwardedWriteError, ForwardedWrites, RaftNodeInfo};
 use super::snapshot;
 use super::Error;
 use crate::kv::{SledKv, SledOptions};
@@ -31,11 +31,14 @@ struct DirectWrites {
 }
 
 impl ForwardedWrites for DirectWrites {
-    fn submit(&self, reqs: Vec<AppendRequest>) -> BoxFuture<'static, Result<Vec<AppendResult>, String>> {
+    fn submit(&self, reqs: Vec<AppendRequest>) -> BoxFuture<'static, Result<Vec<AppendResult>, ForwardedWriteError>> {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let cmd = Command::write(&reqs).map_err(|e| e.to_string())?;
-            let resp = raft.client_write(cmd).await.map_err(|e| e.to_string())?;
+            let cmd = Command::write(&reqs).map_err(|e| ForwardedWriteError(e.to_string()))?;
+            let resp = raft
+                .client_write(cmd)
+                .await
+                .map_err(|e| ForwardedWriteError(e.to_string()))?;
             Ok(resp.data.results)
         })
     }
