@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batcher::{Batcher, CommitError};
+use super::handover::{write_elsewhere, HandoverGate};
 use crate::raft::state_machine::Applied;
 use crate::raft::transport::peer::PeerClients;
 use crate::raft::transport::Error as RpcError;
@@ -73,6 +74,9 @@ pub struct Router {
     pub max_staleness: Duration,
     /// `write.commit_timeout_ms`, also the deadline of a linearizable read.
     pub commit_timeout: Duration,
+    /// Closed while the node stops: writes then go to the next leader
+    /// (`cluster::handover`).
+    pub handover: HandoverGate,
 }
 
 /// Read consistency levels (DESIGN decision 6).
@@ -136,9 +140,16 @@ fn quorum_ack_age_ms(m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Opti
 
 /// Commits `req` through the leader; returns what apply did with it.
 pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, CommitError> {
+    if node.handover.is_closed() {
+        return write_elsewhere(node, req).await;
+    }
     let leader = raft_metrics(&node.raft).current_leader;
     match leader {
         Some(l) if l == node.node_id => {
+            // Counted until answered, so that a handover waits for it.
+            let Some(_local) = node.handover.enter() else {
+                return write_elsewhere(node, req).await;
+            };
             if !leader_is_fresh(node) {
                 // Fail fast instead of waiting out the commit timeout.
                 return Err(CommitError::Unavailable(format!(
@@ -147,25 +158,28 @@ pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, Co
             }
             node.batcher.submit(req).await
         }
-        Some(l) => {
-            let addr = leader_addr(node, l)
-                .ok_or_else(|| CommitError::Unavailable(format!("leader {l} has no known address")))?;
-            let mut c = node
-                .peers
-                .get(&addr)
-                .map_err(|e| CommitError::Unavailable(e.to_string()))?;
-            let deadline = node.commit_timeout;
-            let mut res = c
-                .forward_write(std::slice::from_ref(&req), deadline)
-                .await
-                .map_err(|e| CommitError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
-            res.pop()
-                .ok_or_else(|| CommitError::Unavailable("leader returned no result".into()))
-        }
+        Some(l) => forward(node, l, req).await,
         None => Err(CommitError::Unavailable(
             "no leader is known (election in progress or no quorum)".into(),
         )),
     }
+}
+
+/// Forwards `req` to leader `l` over gRPC; returns what its apply did.
+pub(super) async fn forward(node: &Router, l: u64, req: AppendRequest) -> Result<AppendResult, CommitError> {
+    let addr =
+        leader_addr(node, l).ok_or_else(|| CommitError::Unavailable(format!("leader {l} has no known address")))?;
+    let mut c = node
+        .peers
+        .get(&addr)
+        .map_err(|e| CommitError::Unavailable(e.to_string()))?;
+    let deadline = node.commit_timeout;
+    let mut res = c
+        .forward_write(std::slice::from_ref(&req), deadline)
+        .await
+        .map_err(|e| CommitError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
+    res.pop()
+        .ok_or_else(|| CommitError::Unavailable("leader returned no result".into()))
 }
 
 /// Waits until this node may serve a read at `level`.
