@@ -202,33 +202,24 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let outcome = node.hand_over().await;
     tracing::info!(
         ?outcome,
-        drain_ms = SHUTDOWN_DRAIN.as_millis() as u64,
+        drain_ms = promraft::node::SHUTDOWN_DRAIN.as_millis() as u64,
         "draining: not ready, still serving"
     );
-    tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    tokio::time::sleep(promraft::node::SHUTDOWN_DRAIN).await;
     let _ = stop_http.send(());
     // Requests in progress finish; the listener is closed.
     http.await.context("HTTP server task")?.context("HTTP server")?;
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, node.shutdown()).await.is_err() {
+    if tokio::time::timeout(promraft::node::SHUTDOWN_TIMEOUT, node.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            timeout_s = SHUTDOWN_TIMEOUT.as_secs(),
+            timeout_s = promraft::node::SHUTDOWN_TIMEOUT.as_secs(),
             "checkpoint and Raft shutdown did not finish in time"
         );
     }
     Ok(())
 }
-
-/// How long a stopping node keeps answering HTTP after its handover while
-/// `/-/ready` says 503, so that load balancers checking readiness stop
-/// sending to it before its listener closes (one check a second or more
-/// often). Kubernetes takes a terminating pod out of its services by
-/// itself; the StatefulSet's preStop pause covers that propagation.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
-
-/// Bound on the checkpoint and Raft shutdown after the HTTP server stopped
-/// (`Node::shutdown` waits up to 10 s for the checkpoint). The stop timeouts
-/// in `deploy/` add this to the handover bound and the drain.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Waits for SIGTERM or Ctrl-C.
 async fn stop_signal() -> anyhow::Result<()> {

@@ -36,6 +36,31 @@ use crate::tsdb::{Db, HeadOptions};
 /// still read is hot.
 const LOG_CACHE_BYTES: u64 = 16 << 20;
 
+/// How long a stopping node keeps answering HTTP after its handover while
+/// `/-/ready` says 503, so that load balancers checking readiness stop
+/// sending to it before its listener closes (one check a second or more
+/// often). Kubernetes takes a terminating pod out of its services by
+/// itself; the StatefulSet's preStop pause covers that propagation.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// Bound on [`Node::shutdown`] after the HTTP server stopped (the checkpoint
+/// alone may take up to [`CHECKPOINT_WAIT`]).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long [`Node::shutdown`] waits for its final checkpoint.
+pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest a node takes to stop after SIGTERM: the handover, the
+/// drain, the longest write still in progress (`write.commit_timeout_ms`),
+/// then checkpoint and Raft shutdown. The stop timeouts in `deploy/` are
+/// sized from it (`tests/deploy_manifests.rs` checks them).
+pub fn stop_time_max(config: &Config) -> Duration {
+    crate::cluster::handover::HANDOVER_TIMEOUT
+        + SHUTDOWN_DRAIN
+        + Duration::from_millis(config.write.commit_timeout_ms)
+        + SHUTDOWN_TIMEOUT
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -369,7 +394,7 @@ impl Node {
         self.hand_over().await;
         let _ = self.raft.trigger().snapshot().await;
         let target = self.applied_index();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + CHECKPOINT_WAIT;
         while Instant::now() < deadline {
             let snap = self.raft_metrics().snapshot.map_or(0, |l| l.index);
             if snap >= target {
