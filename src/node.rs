@@ -562,7 +562,8 @@ fn spawn_rpc_server(serve_rpc: ServeRpc, svc: RaftServer<RaftService>, mut stop:
 
 /// Forwarded writes arriving at this node go to its batcher, which commits
 /// them if this node leads and refuses them otherwise; once the node is
-/// stopping they go on to the next leader (`cluster::handover`).
+/// stopping they go on to the next leader (`cluster::handover`), also when
+/// a follower that has not heard of the handover yet sends them here.
 struct LeaderWrites(Router);
 
 impl ForwardedWrites for LeaderWrites {
@@ -582,5 +583,9 @@ impl ForwardedWrites for LeaderWrites {
             }
             Ok(out)
         })
+    }
+
+    fn relays(&self) -> bool {
+        self.0.handover.is_closed()
     }
 }

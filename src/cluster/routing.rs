@@ -165,8 +165,37 @@ pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, Co
     }
 }
 
-/// Forwards `req` to leader `l` over gRPC; returns what its apply did.
+/// How long a forwarded write is retried while the leader it went to
+/// refuses it for a moment: a leader elected a few milliseconds ago takes
+/// writes only once a quorum has acknowledged it (openraft's lease), and a
+/// leader that just handed over points to its successor. A resend is safe:
+/// an identical sample is a no-op (Prometheus append semantics).
+const FORWARD_RETRY_WINDOW: Duration = Duration::from_millis(1000);
+
+/// Pause between such retries.
+const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// Forwards `req` to leader `l` over gRPC, and again (within
+/// [`FORWARD_RETRY_WINDOW`], to whichever node leads then) while it is
+/// refused; returns what the leader's apply did.
 pub(super) async fn forward(node: &Router, l: u64, req: AppendRequest) -> Result<AppendResult, CommitError> {
+    let deadline = Instant::now() + FORWARD_RETRY_WINDOW;
+    let mut leader = l;
+    loop {
+        let res = forward_once(node, leader, &req).await;
+        let next = raft_metrics(&node.raft).current_leader;
+        match (res, next) {
+            (Err(CommitError::Unavailable(_)), Some(n)) if n != node.node_id && Instant::now() < deadline => {
+                leader = n;
+                tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+            }
+            (res, _) => return res,
+        }
+    }
+}
+
+/// One forwarding attempt to leader `l`.
+async fn forward_once(node: &Router, l: u64, req: &AppendRequest) -> Result<AppendResult, CommitError> {
     let addr =
         leader_addr(node, l).ok_or_else(|| CommitError::Unavailable(format!("leader {l} has no known address")))?;
     let mut c = node
@@ -175,7 +204,7 @@ pub(super) async fn forward(node: &Router, l: u64, req: AppendRequest) -> Result
         .map_err(|e| CommitError::Unavailable(e.to_string()))?;
     let deadline = node.commit_timeout;
     let mut res = c
-        .forward_write(std::slice::from_ref(&req), deadline)
+        .forward_write(std::slice::from_ref(req), deadline)
         .await
         .map_err(|e| CommitError::Unavailable(format!("forwarding to leader {l}: {e}")))?;
     res.pop()
