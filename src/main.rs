@@ -1,6 +1,7 @@
 //! The `promraft` command line: `serve` runs a node, `bench` runs the load
 //! generators and micro-benchmarks.
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -184,19 +185,51 @@ async fn serve(a: ServeArgs, placement: promraft::threads::Placement) -> anyhow:
     let node = Node::start(config, placement).await?;
     tracing::info!(node_id = node.config.node_id, http = %node.config.http_addr, "serving");
     let app = promraft::api::router(node.clone());
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-    };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    tokio::time::timeout(Duration::from_secs(20), node.shutdown())
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut http = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+    tokio::select! {
+        r = &mut http => return r.context("HTTP server task")?.context("HTTP server"),
+        s = stop_signal() => s?,
+    }
+    // The HTTP API keeps serving through the handover and the drain: writes
+    // that arrive meanwhile are forwarded to the new leader.
+    let outcome = node.hand_over().await;
+    tracing::info!(
+        ?outcome,
+        drain_ms = promraft::node::SHUTDOWN_DRAIN.as_millis() as u64,
+        "draining: not ready, still serving"
+    );
+    tokio::time::sleep(promraft::node::SHUTDOWN_DRAIN).await;
+    let _ = stop_http.send(());
+    // Requests in progress finish; the listener is closed.
+    http.await.context("HTTP server task")?.context("HTTP server")?;
+    if tokio::time::timeout(promraft::node::SHUTDOWN_TIMEOUT, node.shutdown())
         .await
-        .ok();
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_s = promraft::node::SHUTDOWN_TIMEOUT.as_secs(),
+            "checkpoint and Raft shutdown did not finish in time"
+        );
+    }
+    Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stop signal: handing over, then draining and shutting down");
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::backup::source::BackupSource;
 use crate::cluster::batcher::Batcher;
 use crate::cluster::bootstrap::{bootstrap, Bootstrap};
+use crate::cluster::handover::{hand_over, write_elsewhere, HandoverGate, HandoverOutcome};
 use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
 use crate::kv::{Kv, SledKv, SledOptions};
@@ -37,6 +38,31 @@ use crate::tsdb::{Db, HeadOptions};
 /// sled cache of the Raft log: only the tail that followers and apply
 /// still read is hot.
 const LOG_CACHE_BYTES: u64 = 16 << 20;
+
+/// How long a stopping node keeps answering HTTP after its handover while
+/// `/-/ready` says 503, so that load balancers checking readiness stop
+/// sending to it before its listener closes (one check a second or more
+/// often). Kubernetes takes a terminating pod out of its services by
+/// itself; the StatefulSet's preStop pause covers that propagation.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// Bound on [`Node::shutdown`] after the HTTP server stopped (the checkpoint
+/// alone may take up to [`CHECKPOINT_WAIT`]).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long [`Node::shutdown`] waits for its final checkpoint.
+pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest a node takes to stop after SIGTERM: the handover, the
+/// drain, the longest write still in progress (`write.commit_timeout_ms`),
+/// then checkpoint and Raft shutdown. The stop timeouts in `deploy/` are
+/// sized from it (`tests/deploy_manifests.rs` checks them).
+pub fn stop_time_max(config: &Config) -> Duration {
+    crate::cluster::handover::HANDOVER_TIMEOUT
+        + SHUTDOWN_DRAIN
+        + Duration::from_millis(config.write.commit_timeout_ms)
+        + SHUTDOWN_TIMEOUT
+}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +112,10 @@ pub struct Node {
     pub router: Router,
     /// When this node last lost sight of a leader (`None` while it knows one).
     leader_lost: LeaderLost,
+    /// Closed once the node starts stopping (`cluster::handover`).
+    handover: HandoverGate,
+    /// What the handover did, once it ran (it runs once per process).
+    handover_outcome: tokio::sync::OnceCell<HandoverOutcome>,
     /// Stops the Raft RPC server.
     stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
@@ -195,12 +225,15 @@ impl Node {
         let (stop_rpc, stop_rx) = tokio::sync::watch::channel(false);
         let peers = Arc::new(PeerClients::new(io.connector));
         let leader_lost = LeaderLost::new();
-        let router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost);
+        let handover = HandoverGate::default();
+        let router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost, &handover);
         let node = Arc::new(Node {
             me: me.clone(),
             peers,
             router,
             leader_lost,
+            handover,
+            handover_outcome: tokio::sync::OnceCell::new(),
             stop_rpc,
             log_stats: log.stats(),
             raft,
@@ -214,7 +247,7 @@ impl Node {
             config,
             log,
         });
-        let writes: Arc<dyn ForwardedWrites> = Arc::new(LeaderWrites(node.batcher.clone()));
+        let writes: Arc<dyn ForwardedWrites> = Arc::new(LeaderWrites(node.router.clone()));
         let svc = raft_service(
             node.raft.clone(),
             &dir,
@@ -289,8 +322,13 @@ impl Node {
         self.log.len()
     }
 
-    /// True once this node knows a leader and has applied what it committed.
+    /// True once this node knows a leader and has applied what it
+    /// committed, until it starts stopping (so that load balancers stop
+    /// sending to it while it still answers).
     pub fn is_ready(&self) -> bool {
+        if self.handover.is_closed() {
+            return false;
+        }
         let m = self.raft_metrics();
         let fresh = m.current_leader != Some(self.id()) || crate::cluster::routing::leader_is_fresh(&self.router);
         fresh && m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
@@ -365,11 +403,30 @@ impl Node {
         self.leader_lost.at()
     }
 
-    /// Checkpoints and stops Raft (graceful shutdown).
+    /// Starts stopping: the node turns not ready, proposes no more writes
+    /// of its own (it forwards them to the next leader) and, if it leads,
+    /// hands its leadership to the most caught-up voter, waiting at most
+    /// `cluster::handover::HANDOVER_TIMEOUT`. Runs once; later calls
+    /// return the first outcome. The node keeps serving afterwards, as a
+    /// follower, until [`Node::shutdown`].
+    pub async fn hand_over(&self) -> HandoverOutcome {
+        self.handover_outcome
+            .get_or_init(|| async {
+                let outcome = hand_over(&self.raft, self.id(), &self.handover).await;
+                log_handover(self.id(), &outcome);
+                outcome
+            })
+            .await
+            .clone()
+    }
+
+    /// Graceful shutdown: hands leadership over ([`Node::hand_over`], if
+    /// not done already), checkpoints and stops Raft.
     pub async fn shutdown(&self) {
+        self.hand_over().await;
         let _ = self.raft.trigger().snapshot().await;
         let target = self.applied_index();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + CHECKPOINT_WAIT;
         while Instant::now() < deadline {
             let snap = self.raft_metrics().snapshot.map_or(0, |l| l.index);
             if snap >= target {
@@ -393,6 +450,42 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Says what a stopping node did about its leadership.
+fn log_handover(me: u64, outcome: &HandoverOutcome) {
+    match outcome {
+        HandoverOutcome::NotLeader => tracing::info!(node_id = me, "stopping as a follower: nothing to hand over"),
+        HandoverOutcome::Alone => tracing::info!(node_id = me, "stopping as the only voter: nothing to hand over"),
+        HandoverOutcome::HandedOver { to, term, elapsed } => tracing::info!(
+            node_id = me,
+            to,
+            term,
+            ms = elapsed.as_millis() as u64,
+            "handed leadership over to node {to} (term {term}) in {} ms",
+            elapsed.as_millis()
+        ),
+        HandoverOutcome::OtherLeader {
+            asked,
+            leader,
+            term,
+            elapsed,
+        } => tracing::warn!(
+            node_id = me,
+            asked,
+            leader,
+            term,
+            ms = elapsed.as_millis() as u64,
+            "asked node {asked} to take over, but node {leader} leads (term {term}) after {} ms",
+            elapsed.as_millis()
+        ),
+        HandoverOutcome::TimedOut { asked, reason } => tracing::warn!(
+            node_id = me,
+            asked = ?asked,
+            %reason,
+            "leadership handover did not complete; stopping anyway (the others elect a leader)"
+        ),
+    }
+}
+
 /// The narrow handle that routes writes to the leader and applies read
 /// consistency (`cluster::routing`).
 fn router(
@@ -402,6 +495,7 @@ fn router(
     peers: &Arc<PeerClients>,
     applied: &watch::Receiver<Applied>,
     leader_lost: &LeaderLost,
+    handover: &HandoverGate,
 ) -> Router {
     Router {
         node_id: config.node_id,
@@ -413,6 +507,7 @@ fn router(
         max_staleness: config.query.max_staleness,
         commit_timeout: Duration::from_millis(config.write.commit_timeout_ms),
         leader_wait: Duration::from_millis(config.write.leader_wait_ms),
+        handover: handover.clone(),
     }
 }
 
@@ -525,21 +620,31 @@ fn spawn_rpc_server(
 }
 
 /// Forwarded writes arriving at this node go to its batcher, which commits
-/// them if this node leads and refuses them otherwise.
-struct LeaderWrites(Batcher);
+/// them if this node leads and refuses them otherwise; once the node is
+/// stopping they go on to the next leader (`cluster::handover`), also when
+/// a follower that has not heard of the handover yet sends them here.
+struct LeaderWrites(Router);
 
 impl ForwardedWrites for LeaderWrites {
     fn submit(
         &self,
         reqs: Vec<crate::tsdb::AppendRequest>,
     ) -> futures::future::BoxFuture<'static, Result<Vec<crate::tsdb::AppendResult>, ForwardedWriteError>> {
-        let b = self.0.clone();
+        let router = self.0.clone();
         Box::pin(async move {
             let mut out = Vec::with_capacity(reqs.len());
             for r in reqs {
-                out.push(b.submit(r).await.map_err(|e| ForwardedWriteError(e.to_string()))?);
+                let res = match router.handover.enter() {
+                    Some(_local) => router.batcher.submit(r).await,
+                    None => write_elsewhere(&router, r).await,
+                };
+                out.push(res.map_err(|e| ForwardedWriteError(e.to_string()))?);
             }
             Ok(out)
         })
+    }
+
+    fn relays(&self) -> bool {
+        self.0.handover.is_closed()
     }
 }

@@ -481,3 +481,75 @@ fn the_example_config_documents_every_option() {
         );
     }
 }
+
+/// Seconds of a Compose or systemd duration (`45s`, `45`, `1min 30s`).
+fn duration_secs(text: &str) -> u64 {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<u64>() {
+        return n;
+    }
+    let mut total = 0;
+    for part in text.split_whitespace() {
+        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+        let n: u64 = digits.parse().unwrap_or_else(|_| panic!("duration {text:?}"));
+        total += match &part[digits.len()..] {
+            "s" | "sec" => n,
+            "m" | "min" => n * 60,
+            other => panic!("unit {other:?} in duration {text:?}"),
+        };
+    }
+    total
+}
+
+#[test]
+fn stop_timeouts_cover_the_handover_and_the_graceful_stop() {
+    // What a node may take from SIGTERM to exit with the shipped config:
+    // handover, drain, the last writes, checkpoint and Raft shutdown.
+    let need = promraft::node::stop_time_max(&Config::default()).as_secs();
+    let handover = promraft::cluster::handover::HANDOVER_TIMEOUT.as_secs();
+    assert!(need > handover, "the stop time includes the handover");
+
+    // Kubernetes: the preStop pause, then SIGTERM; SIGKILL after the
+    // grace period, which counts from the start of the pause.
+    let objs = k8s_objects();
+    let pod = &objs["StatefulSet/promraft"]["spec"]["template"]["spec"];
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    let pre_stop = &pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"];
+    let pause: u64 = match pre_stop.as_sequence().map(|c| c.iter().map(s).collect::<Vec<_>>()) {
+        Some(c) if c.len() == 2 && c[0].ends_with("sleep") => c[1].parse().expect("preStop sleep seconds"),
+        other => panic!("preStop should be a sleep, got {other:?}"),
+    };
+    assert!(
+        grace >= pause + need,
+        "terminationGracePeriodSeconds {grace} should cover the preStop pause {pause} s and the stop ({need} s)"
+    );
+
+    // systemd: SIGTERM, SIGKILL after TimeoutStopSec.
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/promraft.service")).expect("promraft.service");
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing from the unit"))
+            .to_string()
+    };
+    assert_eq!(value("KillSignal"), "SIGTERM");
+    let timeout = duration_secs(&value("TimeoutStopSec"));
+    assert!(
+        timeout >= need,
+        "TimeoutStopSec {timeout} should cover the stop ({need} s)"
+    );
+
+    // Compose: SIGTERM (no stop_signal), SIGKILL after stop_grace_period.
+    let v = compose_file();
+    for n in 1..=3 {
+        let svc = &v["services"][format!("promraft-{n}").as_str()];
+        assert!(svc.get("stop_signal").is_none(), "promraft-{n} is stopped with SIGTERM");
+        let grace = duration_secs(s(&svc["stop_grace_period"]));
+        assert!(
+            grace >= need,
+            "promraft-{n}'s stop_grace_period {grace} s should cover the stop ({need} s)"
+        );
+    }
+}

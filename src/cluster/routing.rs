@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batcher::{Batcher, CommitError};
+use super::handover::{write_elsewhere, HandoverGate};
 use crate::raft::state_machine::Applied;
 use crate::raft::transport::peer::{PeerClient, PeerClients};
 use crate::raft::transport::Error as RpcError;
@@ -75,6 +76,9 @@ pub struct Router {
     pub commit_timeout: Duration,
     /// `write.leader_wait_ms`: how long a write waits for a leader.
     pub leader_wait: Duration,
+    /// Closed while the node stops: writes then go to the next leader
+    /// (`cluster::handover`).
+    pub handover: HandoverGate,
 }
 
 /// Read consistency levels (DESIGN decision 6).
@@ -183,16 +187,40 @@ struct NotTaken(CommitError);
 /// the leader did not answer may be resent, which is safe: a sample sent
 /// twice is a duplicate, a no-op (`tsdb::head`).
 pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, CommitError> {
+    if node.handover.is_closed() {
+        return write_elsewhere(node, req).await;
+    }
+    route(node, req, true).await
+}
+
+/// Forwards `req` to the leader, never to this node's own batcher (a
+/// stopping node hands its writes on), waiting for one up to `leader_wait`
+/// as [`write`] does.
+pub(super) async fn forward(node: &Router, req: AppendRequest) -> Result<AppendResult, CommitError> {
+    route(node, req, false).await
+}
+
+/// [`write`]'s loop: `local` says whether this node may commit the write
+/// itself when it leads.
+async fn route(node: &Router, req: AppendRequest, local: bool) -> Result<AppendResult, CommitError> {
     let give_up = Instant::now() + node.leader_wait;
     let mut leaders = node.raft.metrics();
     loop {
         let leader = leaders.borrow_watched().current_leader;
         let failed = match leader {
-            Some(l) if l == node.node_id && leader_is_fresh(node) => return node.batcher.submit(req).await,
-            Some(l) if l == node.node_id => NotTaken(CommitError::Unavailable(format!(
-                "node {l} leads but no quorum has acknowledged it within max_staleness; the cluster has no quorum"
-            ))),
-            Some(l) => match forward(node, l, &req, &mut leaders).await {
+            Some(l) if l == node.node_id => {
+                // Counted until answered, so that a handover waits for it.
+                match node.handover.enter().filter(|_| local) {
+                    Some(_local) if leader_is_fresh(node) => return node.batcher.submit(req).await,
+                    Some(_) => NotTaken(CommitError::Unavailable(format!(
+                        "node {l} leads but no quorum has acknowledged it within max_staleness; the cluster has no quorum"
+                    ))),
+                    None => NotTaken(CommitError::Unavailable(format!(
+                        "node {l} is handing its leadership over; no other leader is known yet"
+                    ))),
+                }
+            }
+            Some(l) => match forward_once(node, l, &req, &mut leaders).await {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
             },
@@ -205,7 +233,8 @@ pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, Co
             return Err(failed.0);
         }
         // Wake at a leader change, or after a pause (a leader that is known
-        // but cannot take writes yet).
+        // but cannot take writes yet: one elected a moment ago takes them
+        // once a quorum has acknowledged it).
         let _ = tokio::time::timeout_at(
             give_up.min(now + WRITE_RETRY_PAUSE),
             leader_change(&mut leaders, leader),
@@ -226,7 +255,12 @@ async fn leader_change(leaders: &mut Leaders, seen: Option<u64>) {
 
 /// Forwards `req` to leader `l`. Gives up early when this node learns of
 /// another leader meanwhile (the one asked may be dead or cut off).
-async fn forward(node: &Router, l: u64, req: &AppendRequest, leaders: &mut Leaders) -> Result<AppendResult, NotTaken> {
+async fn forward_once(
+    node: &Router,
+    l: u64,
+    req: &AppendRequest,
+    leaders: &mut Leaders,
+) -> Result<AppendResult, NotTaken> {
     let unavailable = |msg: String| NotTaken(CommitError::Unavailable(msg));
     let mut c = leader_client(node, l).map_err(|e| unavailable(e.to_string()))?;
     let call = c.forward_write(std::slice::from_ref(req), node.commit_timeout);

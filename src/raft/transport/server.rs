@@ -42,6 +42,14 @@ use crate::tsdb::{AppendRequest, AppendResult};
 pub trait ForwardedWrites: Send + Sync + 'static {
     /// Commits `reqs` and answers one result per request, in order.
     fn submit(&self, reqs: Vec<AppendRequest>) -> BoxFuture<'static, Result<Vec<AppendResult>, ForwardedWriteError>>;
+
+    /// Whether this node passes forwarded writes on to the leader even
+    /// though it does not lead (a stopping node does, for the followers
+    /// that still take it for the leader); otherwise a node that does not
+    /// lead refuses them with the leader it knows.
+    fn relays(&self) -> bool {
+        false
+    }
 }
 
 /// Why the leader did not commit a forwarded write (its batcher's reason).
@@ -319,7 +327,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<proto::ForwardWriteRequest>,
     ) -> Result<Response<proto::ForwardWriteReply>, Status> {
-        if !self.raft.is_leader() {
+        if !self.raft.is_leader() && !self.writes.relays() {
             return Err(Error::NotLeader {
                 leader: self.current_leader(),
             }
