@@ -57,7 +57,7 @@ struct SeedResult {
     hash: u64,
     acked: u64,
     reads: u64,
-    shared_terms: u64,
+    terms: u64,
     snapshot_installs: u64,
     faults: Vec<(String, u64)>,
     /// The invariants breached, in the order first seen.
@@ -68,7 +68,7 @@ struct SeedResult {
 }
 
 /// The line a child prints last:
-/// `RESULT seed passed hash acked reads shared_terms kind=n,... invariant,...|- snapshot_installs`.
+/// `RESULT seed passed hash acked reads terms kind=n,... invariant,...|- snapshot_installs`.
 fn result_line(r: &RunReport) -> String {
     let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let violated = r.violated();
@@ -79,7 +79,7 @@ fn result_line(r: &RunReport) -> String {
         r.trace_hash,
         r.ops.writes_acked,
         r.ops.reads_linearizable + r.ops.reads_local,
-        r.shared_terms,
+        r.terms,
         faults.join(","),
         if violated.is_empty() {
             "-".to_string()
@@ -106,7 +106,7 @@ fn parse_result(output: String) -> Option<SeedResult> {
         hash: u64::from_str_radix(f.get(3)?, 16).ok()?,
         acked: f.get(4)?.parse().ok()?,
         reads: f.get(5)?.parse().ok()?,
-        shared_terms: f.get(6)?.parse().ok()?,
+        terms: f.get(6)?.parse().ok()?,
         snapshot_installs: f.get(9)?.parse().ok()?,
         faults,
         violated: match *f.get(8)? {
@@ -164,7 +164,7 @@ fn run_child(seed: u64, bugs: &[String]) -> SeedResult {
         hash: 0,
         acked: 0,
         reads: 0,
-        shared_terms: 0,
+        terms: 0,
         snapshot_installs: 0,
         faults: Vec::new(),
         violated: Vec::new(),
@@ -236,7 +236,7 @@ fn main() {
     let started = Instant::now();
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed: Vec<SeedResult> = Vec::new();
-    let (mut acked, mut reads, mut shared_terms, mut ran, mut installs) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut acked, mut reads, mut terms, mut ran, mut installs) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let jobs = if in_process {
         1
     } else {
@@ -250,7 +250,7 @@ fn main() {
         }
         acked += r.acked;
         reads += r.reads;
-        shared_terms += r.shared_terms;
+        terms += r.terms;
         installs += r.snapshot_installs;
         for l in r
             .output
@@ -278,7 +278,7 @@ fn main() {
         ran as f64 / secs / jobs as f64
     );
     println!("snapshots installed: {installs}");
-    println!("writes acknowledged: {acked}, reads checked: {reads}, terms with two leaders in turn: {shared_terms}");
+    println!("writes acknowledged: {acked}, reads checked: {reads}, terms with a leader: {terms}");
     println!("faults injected by kind:");
     for (k, v) in &faults {
         println!("  {k:<30} {v}");

@@ -60,8 +60,6 @@ pub struct RunReport {
     pub writes_unknown: u64,
     /// Terms that had a leader.
     pub terms: usize,
-    /// Terms that had more than one leader (openraft's leader ids allow it).
-    pub shared_terms: usize,
     /// Snapshots the nodes began to install (sent by a leader through the
     /// transport's snapshot stream), counted as imports on their TSDB disks.
     pub snapshot_installs: u64,
@@ -288,7 +286,6 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
         ops: sh.oracle.counts.clone(),
         writes_unknown: sh.oracle.unknown(),
         terms: leaders.terms(),
-        shared_terms: leaders.shared_terms(),
         snapshot_installs: slots
             .iter()
             .map(|s| s.tsdb_disk.clears(crate::cluster::TSDB_MAIN_TREE))
