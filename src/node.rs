@@ -251,6 +251,7 @@ impl Node {
         let svc = raft_service(
             node.raft.clone(),
             &dir,
+            node.db.inline_io(),
             writes,
             Arc::new(RaftNodeInfo::new(node.raft.clone(), me)),
         )

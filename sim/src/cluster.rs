@@ -90,6 +90,10 @@ pub struct NodeSlot {
     pub shared: SharedRef,
 }
 
+/// The TSDB's main tree, which only a snapshot import clears
+/// (`tsdb::store`): [`Disk::clears`] of it counts snapshot installs.
+pub const TSDB_MAIN_TREE: &str = "tsdb";
+
 /// The host name of node `id`.
 pub fn host_name(id: u64) -> String {
     format!("n{id}")
@@ -102,6 +106,9 @@ pub fn mix(seed: u64, salt: u64) -> u64 {
     let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+/// Entries a node keeps behind its last checkpoint (`storage.log_entries_kept`).
+pub const LOG_ENTRIES_KEPT: u64 = 10;
 
 fn config(slot: &NodeSlot) -> Config {
     let mut c = Config {
@@ -123,12 +130,14 @@ fn config(slot: &NodeSlot) -> Config {
     c.raft.election_timeout_min_ms = 150;
     c.raft.election_timeout_max_ms = 300;
     c.write.commit_timeout_ms = 2_000;
-    // Checkpoint often, so crashes hit checkpoints too; never purge the
-    // log, so no snapshot has to be sent (snapshot streaming spools to
-    // real files and is not simulated yet).
+    // Checkpoint often, so crashes hit checkpoints too, and keep few
+    // entries behind a checkpoint: a node that was down or cut off for a
+    // while finds the leader's log purged past its own and catches up by
+    // a snapshot, streamed through the real transport (spooled to files
+    // in the node's data dir).
     c.storage.checkpoint_entries = 50;
     c.storage.checkpoint_interval = std::time::Duration::from_secs(1);
-    c.storage.log_entries_kept = 10_000_000;
+    c.storage.log_entries_kept = LOG_ENTRIES_KEPT;
     c.query.max_staleness = std::time::Duration::from_secs(1);
     c
 }

@@ -33,6 +33,8 @@ struct State {
     durable: BTreeMap<String, Tree>,
     pending: Vec<Write>,
     flushes: u64,
+    /// Trees cleared so far, by name.
+    clears: BTreeMap<String, u64>,
 }
 
 fn apply(trees: &mut BTreeMap<String, Tree>, w: &Write) {
@@ -78,6 +80,9 @@ impl Disk {
 
     fn write(&self, w: Write) {
         let mut st = self.state.lock();
+        if let Write::Clear(t) = &w {
+            *st.clears.entry(t.clone()).or_default() += 1;
+        }
         apply(&mut st.live, &w);
         st.pending.push(w);
     }
@@ -103,6 +108,14 @@ impl Disk {
     /// fsyncs so far.
     pub fn flushes(&self) -> u64 {
         self.state.lock().flushes
+    }
+
+    /// How often tree `name` was cleared so far (crashes included). On a
+    /// TSDB disk, clearing its main tree is what a snapshot import does
+    /// first, and nothing else clears it: so this counts the snapshots a
+    /// node began to install.
+    pub fn clears(&self, name: &str) -> u64 {
+        self.state.lock().clears.get(name).copied().unwrap_or(0)
     }
 }
 

@@ -16,10 +16,17 @@
 //! panic of this process itself exits with Rust's 101).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use promraft_sim::run::replay_command;
 use promraft_sim::{run_seed, RunOptions, RunReport};
+
+/// The allocator the node binary runs with (src/main.rs), also faster
+/// here: allocation is a good part of a seed's time.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit status: every seed kept every invariant.
 const EXIT_PASSED: i32 = 0;
@@ -33,7 +40,7 @@ const EXIT_CRASHED: i32 = 4;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: promraft-sim [--seeds N] [--from S] [--bug NAME] [--stop-at-first-failure] [--stop-at-invariant NAME] [--in-process] [--verbose]"
+        "usage: promraft-sim [--seeds N] [--from S] [--bug NAME] [--stop-at-first-failure] [--stop-at-invariant NAME] [--jobs N] [--in-process] [--verbose]"
     );
     std::process::exit(EXIT_USAGE)
 }
@@ -50,7 +57,8 @@ struct SeedResult {
     hash: u64,
     acked: u64,
     reads: u64,
-    shared_terms: u64,
+    terms: u64,
+    snapshot_installs: u64,
     faults: Vec<(String, u64)>,
     /// The invariants breached, in the order first seen.
     violated: Vec<String>,
@@ -60,24 +68,25 @@ struct SeedResult {
 }
 
 /// The line a child prints last:
-/// `RESULT seed passed hash acked reads shared_terms kind=n,... invariant,...|-`.
+/// `RESULT seed passed hash acked reads terms kind=n,... invariant,...|- snapshot_installs`.
 fn result_line(r: &RunReport) -> String {
     let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let violated = r.violated();
     format!(
-        "RESULT {} {} {:016x} {} {} {} {} {}",
+        "RESULT {} {} {:016x} {} {} {} {} {} {}",
         r.seed,
         u8::from(r.passed()),
         r.trace_hash,
         r.ops.writes_acked,
         r.ops.reads_linearizable + r.ops.reads_local,
-        r.shared_terms,
+        r.terms,
         faults.join(","),
         if violated.is_empty() {
             "-".to_string()
         } else {
             violated.join(",")
-        }
+        },
+        r.snapshot_installs
     )
 }
 
@@ -97,7 +106,8 @@ fn parse_result(output: String) -> Option<SeedResult> {
         hash: u64::from_str_radix(f.get(3)?, 16).ok()?,
         acked: f.get(4)?.parse().ok()?,
         reads: f.get(5)?.parse().ok()?,
-        shared_terms: f.get(6)?.parse().ok()?,
+        terms: f.get(6)?.parse().ok()?,
+        snapshot_installs: f.get(9)?.parse().ok()?,
         faults,
         violated: match *f.get(8)? {
             "-" => Vec::new(),
@@ -111,7 +121,7 @@ fn parse_result(output: String) -> Option<SeedResult> {
 /// Prints one seed's summary line.
 fn summary(r: &RunReport) -> String {
     format!(
-        "seed {}: {} nodes, {} ms simulated, {} writes acked, {} failed, {} unknown, {} reads, {} terms, trace {:016x}: {}",
+        "seed {}: {} nodes, {} ms simulated, {} writes acked, {} failed, {} unknown, {} reads, {} terms, {} snapshots installed, trace {:016x}: {}",
         r.seed,
         r.nodes,
         r.sim_ms,
@@ -120,6 +130,7 @@ fn summary(r: &RunReport) -> String {
         r.writes_unknown,
         r.ops.reads_linearizable + r.ops.reads_local,
         r.terms,
+        r.snapshot_installs,
         r.trace_hash,
         if r.passed() { "ok" } else { "FAILED" }
     )
@@ -153,7 +164,8 @@ fn run_child(seed: u64, bugs: &[String]) -> SeedResult {
         hash: 0,
         acked: 0,
         reads: 0,
-        shared_terms: 0,
+        terms: 0,
+        snapshot_installs: 0,
         faults: Vec::new(),
         violated: Vec::new(),
         verdict: false,
@@ -176,6 +188,8 @@ fn main() {
     // deliberate-bug test looks for the invariant a bug names).
     let mut stop_at_invariant: Option<String> = None;
     let mut bugs: Vec<String> = Vec::new();
+    // Seeds run at once, each in its own child process (default: one per core).
+    let mut jobs: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> u64 {
@@ -187,6 +201,7 @@ fn main() {
         match a.as_str() {
             "--seeds" => seeds = num("--seeds"),
             "--from" => from = num("--from"),
+            "--jobs" | "-j" => jobs = Some(num("--jobs").max(1) as usize),
             "--one" => one = Some(num("--one")),
             "--verbose" | "-v" => verbose = true,
             "--in-process" => in_process = true,
@@ -221,20 +236,22 @@ fn main() {
     let started = Instant::now();
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed: Vec<SeedResult> = Vec::new();
-    let (mut acked, mut reads, mut shared_terms, mut ran) = (0u64, 0u64, 0u64, 0u64);
-    for seed in from..from + seeds {
-        let r = if in_process {
-            run_here(seed, &opts)
-        } else {
-            run_child(seed, &bugs)
-        };
+    let (mut acked, mut reads, mut terms, mut ran, mut installs) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let jobs = if in_process {
+        1
+    } else {
+        jobs.unwrap_or_else(default_jobs)
+    };
+    let sweep = Sweep::start(from, seeds, jobs, bugs.clone(), in_process.then(|| opts.clone()));
+    for r in sweep {
         ran += 1;
         for (k, v) in &r.faults {
             *faults.entry(k.clone()).or_default() += v;
         }
         acked += r.acked;
         reads += r.reads;
-        shared_terms += r.shared_terms;
+        terms += r.terms;
+        installs += r.snapshot_installs;
         for l in r
             .output
             .lines()
@@ -255,8 +272,13 @@ fn main() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("\n{ran} seeds in {secs:.1} s: {:.2} seeds/s", ran as f64 / secs);
-    println!("writes acknowledged: {acked}, reads checked: {reads}, terms with two leaders in turn: {shared_terms}");
+    println!(
+        "\n{ran} seeds in {secs:.1} s: {:.2} seeds/s ({jobs} seeds at a time, {:.2} seeds/s each)",
+        ran as f64 / secs,
+        ran as f64 / secs / jobs as f64
+    );
+    println!("snapshots installed: {installs}");
+    println!("writes acknowledged: {acked}, reads checked: {reads}, terms with a leader: {terms}");
     println!("faults injected by kind:");
     for (k, v) in &faults {
         println!("  {k:<30} {v}");
@@ -285,6 +307,97 @@ fn main() {
             std::process::exit(EXIT_CRASHED);
         }
         std::process::exit(EXIT_VIOLATED);
+    }
+}
+
+/// One seed at a time per core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// A sweep in progress: `jobs` worker threads each run one seed at a time
+/// (in a child process, or here with `in_process`), and the results come
+/// out in seed order, whatever order they finish in, so the sweep prints
+/// and stops exactly as a sequential one would. Dropping it stops the
+/// workers after their current seed.
+struct Sweep {
+    rx: mpsc::Receiver<SeedResult>,
+    done: BTreeMap<u64, SeedResult>,
+    next: u64,
+    end: u64,
+    stop: Arc<AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Sweep {
+    fn start(from: u64, seeds: u64, jobs: usize, bugs: Vec<String>, in_process: Option<RunOptions>) -> Sweep {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let next_seed = Arc::new(AtomicU64::new(from));
+        let end = from + seeds;
+        let workers = (0..jobs)
+            .map(|_| {
+                let (tx, stop, next_seed, bugs, opts) = (
+                    tx.clone(),
+                    stop.clone(),
+                    next_seed.clone(),
+                    bugs.clone(),
+                    in_process.clone(),
+                );
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                        if seed >= end {
+                            break;
+                        }
+                        let r = match &opts {
+                            Some(opts) => run_here(seed, opts),
+                            None => run_child(seed, &bugs),
+                        };
+                        if tx.send(r).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Sweep {
+            rx,
+            done: BTreeMap::new(),
+            next: from,
+            end,
+            stop,
+            workers,
+        }
+    }
+}
+
+impl Iterator for Sweep {
+    type Item = SeedResult;
+
+    fn next(&mut self) -> Option<SeedResult> {
+        if self.next >= self.end {
+            return None;
+        }
+        while !self.done.contains_key(&self.next) {
+            let r = self.rx.recv().ok()?;
+            self.done.insert(r.seed, r);
+        }
+        let r = self.done.remove(&self.next);
+        self.next += 1;
+        r
+    }
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Let workers blocked on a send see the channel closed.
+        let (_, rx) = mpsc::channel();
+        drop(std::mem::replace(&mut self.rx, rx));
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 }
 

@@ -60,8 +60,9 @@ pub struct RunReport {
     pub writes_unknown: u64,
     /// Terms that had a leader.
     pub terms: usize,
-    /// Terms that had more than one leader (openraft's leader ids allow it).
-    pub shared_terms: usize,
+    /// Snapshots the nodes began to install (sent by a leader through the
+    /// transport's snapshot stream), counted as imports on their TSDB disks.
+    pub snapshot_installs: u64,
     /// Sim time at the end, ms.
     pub sim_ms: u64,
     /// Breaches found (empty: the seed passed).
@@ -149,7 +150,8 @@ fn observe_leaders(shared: &SharedRef, leaders: &mut Leaders, now: u64) {
         .nodes
         .iter()
         .filter_map(|(&id, n)| {
-            let m = n.raft.metrics().borrow_watched().clone();
+            let rx = n.raft.metrics();
+            let m = rx.borrow_watched();
             (m.state == ServerState::Leader).then_some((id, m.current_term))
         })
         .collect();
@@ -284,7 +286,10 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
         ops: sh.oracle.counts.clone(),
         writes_unknown: sh.oracle.unknown(),
         terms: leaders.terms(),
-        shared_terms: leaders.shared_terms(),
+        snapshot_installs: slots
+            .iter()
+            .map(|s| s.tsdb_disk.clears(crate::cluster::TSDB_MAIN_TREE))
+            .sum(),
         sim_ms: now,
         violations: sh.violations.clone(),
         trace_tail: sh.trace.tail().cloned().collect(),

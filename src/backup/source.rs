@@ -124,7 +124,8 @@ pub fn header_from_summary(node_id: u64, s: &ExportSummary, content_bytes: u64) 
         cluster_id: cluster_id(&members),
         node_id,
         applied_term: applied.leader_id.term,
-        applied_leader: applied.leader_id.node_id,
+        // Standard leader ids: a committed log id keeps only its term.
+        applied_leader: 0,
         applied_index: applied.index,
         members,
         min_time_ms: s.min_time_ms,

@@ -20,7 +20,8 @@ use openraft::{OptionalSend, RaftLogReader};
 
 use crate::kv::{Kv, KvTree};
 
-use super::{Entry, LogId, TypeConfig, Vote};
+use super::record::{self, Body};
+use super::{legacy, Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -119,18 +120,30 @@ impl LogStore {
         self.stats.clone()
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+    /// Reads a meta record: this build's format, or one written before
+    /// records carried a version (advanced leader ids: `L`, mapped to the
+    /// standard form by `from_legacy`).
+    fn get_meta<T: serde::de::DeserializeOwned, L: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        from_legacy: impl FnOnce(L) -> T,
+    ) -> io::Result<Option<T>> {
         let Some(v) = self.meta.get(key)? else {
             return Ok(None);
         };
-        let (t, _) = crate::codec::decode_from_slice(&v)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("raft meta {key:?}: {e}")))?;
+        let what = format!("raft meta {key:?}");
+        let bad = |e: crate::codec::DecodeError| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"));
+        let t = match record::body(&v, &what)? {
+            Body::Current(b) => crate::codec::decode_from_slice(b).map_err(bad)?.0,
+            Body::Legacy(b) => from_legacy(crate::codec::decode_from_slice(b).map_err(bad)?.0),
+        };
         Ok(Some(t))
     }
 
+    /// Writes a meta record in this build's (versioned) format.
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> io::Result<()> {
         let b = crate::codec::encode_to_vec(v).map_err(io_err)?;
-        self.meta.insert(key, b.into())?;
+        self.meta.insert(key, record::versioned(&b).into())?;
         Ok(())
     }
 
@@ -145,7 +158,7 @@ impl LogStore {
     /// True when the last stop was clean ([`LogStore::mark_clean_shutdown`]);
     /// removes the mark durably, so that a crash from now on reads false.
     pub fn take_clean_shutdown(&self) -> io::Result<bool> {
-        let clean = self.get_meta::<bool>(KEY_CLEAN)?.unwrap_or(false);
+        let clean = self.get_meta(KEY_CLEAN, |b: bool| b)?.unwrap_or(false);
         if clean {
             self.meta.remove(KEY_CLEAN)?;
             self.db.flush()?;
@@ -199,7 +212,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.get_meta(KEY_VOTE)
+        self.get_meta(KEY_VOTE, |v: legacy::Vote| legacy::vote(&v))
     }
 }
 
@@ -207,7 +220,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED, |l: legacy::LogId| legacy::log_id(&l))?;
         let last = match self.log.last()? {
             Some((_, v)) => Some(decode_entry(&v)?.log_id),
             None => None,
@@ -239,7 +252,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        let legacy = |l: Option<legacy::LogId>| l.as_ref().map(legacy::log_id);
+        Ok(self.get_meta(KEY_COMMITTED, legacy)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -316,6 +330,64 @@ mod tests {
     use crate::raft::command::ENTRY_DECODED_BYTES_MAX;
     use crate::raft::Command;
     use crate::test_support::proptest_cases;
+
+    /// A log store written by a build with advanced leader ids (records
+    /// without a version marker, version 1 entries) opens: the vote, the
+    /// commit index, the purge point and the entries read back in the
+    /// standard form, and what this build writes carries the marker.
+    #[tokio::test]
+    async fn state_written_with_advanced_leader_ids_still_reads() {
+        use crate::codec::encode_to_vec;
+        let kv: Arc<dyn Kv> = Arc::new(crate::test_support::MemKv::default());
+        let (meta, log) = (kv.open_tree("raft_meta").unwrap(), kv.open_tree("raft_log").unwrap());
+        let adv = |term: u64, node_id: u64, index: u64| legacy::LogId::new(legacy::LeaderId { term, node_id }, index);
+        let vote = legacy::Vote {
+            leader_id: legacy::LeaderId { term: 4, node_id: 2 },
+            committed: true,
+        };
+        meta.insert(KEY_VOTE, encode_to_vec(&vote).unwrap().into()).unwrap();
+        meta.insert(KEY_PURGED, encode_to_vec(&adv(3, 1, 5)).unwrap().into())
+            .unwrap();
+        meta.insert(KEY_COMMITTED, encode_to_vec(&Some(adv(4, 2, 7))).unwrap().into())
+            .unwrap();
+        for (index, marker) in [(6u64, false), (7, true)] {
+            let e = legacy::Entry {
+                log_id: adv(4, 2, index),
+                payload: openraft::EntryPayload::Blank,
+            };
+            let mut b = vec![0u8; 4];
+            if marker {
+                b.extend([super::super::entry_format::ENTRY_VERSION_MARKER, 1]);
+            }
+            b.extend(encode_to_vec(&e).unwrap());
+            let crc = crc32fast::hash(&b[4..]);
+            b[..4].copy_from_slice(&crc.to_be_bytes());
+            log.insert(&index.to_be_bytes(), b.into()).unwrap();
+        }
+        let mut s = LogStore::open_kv(kv).unwrap();
+        let std = |term, node, index| openraft::testing::log_id::<TypeConfig>(term, node, index);
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new_committed(4, 2)));
+        assert_eq!(s.read_committed().await.unwrap(), Some(std(4, 2, 7)));
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(
+            (st.last_purged_log_id, st.last_log_id),
+            (Some(std(3, 1, 5)), Some(std(4, 2, 7)))
+        );
+        let ids: Vec<LogId> = s
+            .try_get_log_entries(6..8)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.log_id)
+            .collect();
+        assert_eq!(ids, vec![std(4, 2, 6), std(4, 2, 7)]);
+        s.save_vote(&Vote::new(5, 3)).await.unwrap();
+        assert_eq!(
+            &s.meta.get(KEY_VOTE).unwrap().unwrap()[..2],
+            &[record::RECORD_VERSION_MARKER, 2]
+        );
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(5, 3)));
+    }
 
     fn entry(payload: Vec<u8>) -> Entry {
         Entry {

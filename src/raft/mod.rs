@@ -7,7 +7,9 @@
 
 pub mod command;
 pub mod entry_format;
+pub mod legacy;
 pub mod log_store;
+pub mod record;
 pub mod runtime;
 pub mod state_machine;
 pub mod transport;
@@ -37,12 +39,16 @@ impl fmt::Display for NodeInfo {
 }
 
 openraft::declare_raft_types!(
-    /// promraft's openraft type configuration.
+    /// promraft's openraft type configuration. Standard leader ids: at
+    /// most one leader per term, and a log id is (term, index).
     pub TypeConfig:
         D = Command,
         R = CommandResponse,
         NodeId = u64,
         Node = NodeInfo,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+        Vote = openraft::impls::Vote<Self::LeaderId>,
+        Entry = openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>,
         AsyncRuntime = runtime::SeededRuntime,
 );
 

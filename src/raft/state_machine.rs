@@ -59,10 +59,33 @@ pub fn checkpoint_log_id(db: &Db) -> io::Result<Option<LogId>> {
 /// (a panic past `isize::MAX`, an abort on the failed allocation below).
 const UPPER_DECODED_BYTES_MAX: usize = 1 << 20;
 
+/// The Raft state kept with a checkpoint, as earlier builds wrote it
+/// (advanced leader ids, no version marker).
+#[derive(Deserialize)]
+struct LegacyUpper {
+    applied: Option<super::legacy::LogId>,
+    membership: super::legacy::StoredMembership,
+}
+
 fn decode_upper_record(b: &[u8]) -> io::Result<Upper> {
-    let (upper, _): (Upper, usize) = crate::codec::decode_from_slice_limited::<Upper, UPPER_DECODED_BYTES_MAX>(b)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}")))?;
-    Ok(upper)
+    let bad = |e: crate::codec::DecodeError| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}"))
+    };
+    match super::record::body(b, "checkpoint raft state")? {
+        super::record::Body::Current(b) => {
+            let (upper, _) =
+                crate::codec::decode_from_slice_limited::<Upper, UPPER_DECODED_BYTES_MAX>(b).map_err(bad)?;
+            Ok(upper)
+        }
+        super::record::Body::Legacy(b) => {
+            let (old, _) =
+                crate::codec::decode_from_slice_limited::<LegacyUpper, UPPER_DECODED_BYTES_MAX>(b).map_err(bad)?;
+            Ok(Upper {
+                applied: old.applied.as_ref().map(super::legacy::log_id),
+                membership: super::legacy::membership(&old.membership),
+            })
+        }
+    }
 }
 
 /// Decodes the Raft state kept with a checkpoint: the applied log id and
@@ -75,7 +98,8 @@ pub fn decode_upper(b: &[u8]) -> io::Result<(Option<LogId>, StoredMembership)> {
 /// Encodes the Raft state kept with a checkpoint (restore writes a new one:
 /// the backup's applied log id with a one-member membership).
 pub fn encode_upper(applied: Option<LogId>, membership: StoredMembership) -> Vec<u8> {
-    crate::codec::encode_to_vec(&Upper { applied, membership }).expect("encoding to a Vec cannot fail")
+    let body = crate::codec::encode_to_vec(&Upper { applied, membership }).expect("encoding to a Vec cannot fail");
+    super::record::versioned(&body)
 }
 
 /// Applied progress others can wait on.
@@ -128,11 +152,7 @@ impl StateMachine {
     }
 
     fn upper(&self) -> Vec<u8> {
-        let u = Upper {
-            applied: self.applied,
-            membership: self.membership.clone(),
-        };
-        crate::codec::encode_to_vec(&u).expect("encoding to a Vec cannot fail")
+        encode_upper(self.applied, self.membership.clone())
     }
 
     /// Writes a checkpoint of everything applied so far.
@@ -416,6 +436,24 @@ mod tests {
         )]);
         let m = openraft::Membership::new(vec![BTreeSet::from([1])], nodes).unwrap();
         StoredMembership::new(Some(openraft::testing::log_id::<TypeConfig>(1, 1, 4)), m)
+    }
+
+    /// The record earlier builds kept with a checkpoint (advanced leader
+    /// ids, no version marker) still decodes, to the standard form.
+    #[test]
+    fn legacy_upper_decodes() {
+        use crate::raft::legacy;
+        let adv = |term: u64, node_id: u64, index: u64| legacy::LogId::new(legacy::LeaderId { term, node_id }, index);
+        let m = legacy::StoredMembership::new(Some(adv(1, 1, 4)), membership().membership().clone());
+        // bincode of a struct is its fields in order, as of this tuple.
+        let old = crate::codec::encode_to_vec(&(Some(adv(2, 1, 9)), m)).unwrap();
+        assert_ne!(old[0], crate::raft::record::RECORD_VERSION_MARKER);
+        let (a, m) = decode_upper(&old).unwrap();
+        assert_eq!(a, Some(openraft::testing::log_id::<TypeConfig>(2, 1, 9)));
+        assert_eq!(m, membership());
+        let new = encode_upper(a, m);
+        assert_eq!(&new[..2], &[crate::raft::record::RECORD_VERSION_MARKER, 2]);
+        assert_ne!(new[2..], old[..], "standard leader ids changed the bytes");
     }
 
     #[test]

@@ -230,7 +230,7 @@ impl PeerNetwork {
             }
             SnapshotData::File(p) => (None, p),
         };
-        let file = tokio::fs::File::open(&path).await?;
+        let file = snapshot::SpoolFile::open(&path, self.db.inline_io()).await?;
         let header = SnapshotHeader {
             format: WIRE_FORMAT,
             vote: encode(&vote)?,
@@ -251,11 +251,11 @@ impl PeerNetwork {
         let call = client.install_snapshot(tonic::Request::new(stream));
         tokio::pin!(call);
         let reply = loop {
-            let idle_until = tokio::time::Instant::from_std(progress.last() + idle_max);
+            let idle_until = progress.last() + idle_max;
             tokio::select! {
                 r = &mut call => break r,
                 _ = tokio::time::sleep_until(idle_until) => {
-                    if progress.last() + idle_max <= std::time::Instant::now() {
+                    if progress.last() + idle_max <= tokio::time::Instant::now() {
                         return Err(Error::Timeout(idle_max));
                     }
                 }

@@ -42,8 +42,9 @@ pub mod proto {
 
 /// Version of the bincode encoding inside the messages. A node refuses
 /// other versions with `InvalidArgument` rather than decode garbage; bump it
-/// when openraft's or promraft's serialized types change shape.
-pub const WIRE_FORMAT: u32 = 1;
+/// when openraft's or promraft's serialized types change shape. 2: standard
+/// leader ids (votes carry `voted_for`, log ids only a term).
+pub const WIRE_FORMAT: u32 = 2;
 
 /// Most entries one AppendEntries carries (openraft's `max_payload_entries`,
 /// set from this in `node.rs`; 300 is openraft's default).

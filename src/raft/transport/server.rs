@@ -125,6 +125,8 @@ impl NodeInfoSource for RaftNodeInfo {
 pub struct RaftService {
     raft: Raft,
     snapshot_dir: PathBuf,
+    /// Received snapshot files do their I/O inline (see `snapshot::SpoolFile`).
+    inline_io: bool,
     writes: Arc<dyn ForwardedWrites>,
     info: Arc<dyn NodeInfoSource>,
     snapshot_receives: Arc<Semaphore>,
@@ -134,10 +136,12 @@ pub struct RaftService {
 ///
 /// Received snapshots are collected in `data_dir`/[`snapshot::SNAPSHOT_DIR`];
 /// files a previous process left there are removed now, so call this once
-/// at start-up, before serving.
+/// at start-up, before serving. `inline_io`: the stores' I/O runs inline
+/// (the simulator, `Kv::inline_io`), and so does the snapshot files'.
 pub fn raft_service(
     raft: Raft,
     data_dir: &Path,
+    inline_io: bool,
     writes: Arc<dyn ForwardedWrites>,
     info: Arc<dyn NodeInfoSource>,
 ) -> std::io::Result<RaftServer<RaftService>> {
@@ -149,6 +153,7 @@ pub fn raft_service(
     let svc = RaftService {
         raft,
         snapshot_dir,
+        inline_io,
         writes,
         info,
         snapshot_receives: Arc::new(Semaphore::new(SNAPSHOT_RECEIVES_MAX)),
@@ -234,10 +239,10 @@ impl RaftService {
         };
         let vote: Vote = decode(h.format, &h.vote, "snapshot vote")?;
         let meta: SnapshotMeta = decode(h.format, &h.meta, "snapshot meta")?;
-        let mut incoming = Incoming::create(&self.snapshot_dir).await?;
+        let mut incoming = Incoming::create(&self.snapshot_dir, self.inline_io).await?;
         loop {
             match next_snapshot_message(stream).await? {
-                Kind::Data(b) => incoming.write(&b).await?,
+                Kind::Data(b) => incoming.write(b).await?,
                 Kind::Trailer(t) => return Ok((vote, meta, incoming.finish(&t).await?)),
                 Kind::Header(_) => return Err(Error::Malformed("second snapshot header".into())),
             }
@@ -304,6 +309,7 @@ impl RaftRpc for RaftService {
         // not cancel that half-way. The task removes the file if openraft
         // did not take it (a stale vote or an old snapshot).
         let raft = self.raft.clone();
+        let inline = self.inline_io;
         let path = file.keep();
         let task = tokio::spawn(async move {
             let snapshot = Snapshot {
@@ -312,7 +318,8 @@ impl RaftRpc for RaftService {
             };
             let res = raft.install_full_snapshot(vote, snapshot).await;
             if path.exists() {
-                let _ = tokio::fs::remove_file(&path).await;
+                let p = path.clone();
+                let _ = crate::kv::run_io(inline, move || std::fs::remove_file(p)).await;
             }
             res
         });

@@ -13,7 +13,7 @@
 //! ([`SNAPSHOT_DIR`]); files left by a crash are removed at start-up by
 //! [`remove_leftovers`].
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::proto::{snapshot_chunk::Kind, SnapshotChunk, SnapshotHeader, SnapshotTrailer};
 use super::Error;
@@ -64,6 +63,80 @@ fn unique_path(dir: &Path, prefix: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     dir.join(format!("{prefix}{}-{n}.tmp", std::process::id()))
+}
+
+/// A spool file's reads and writes: each on a blocking thread (production,
+/// as `tokio::fs` does it), or on the calling task when `inline` (the
+/// simulator, whose stores say so with `inline_io`: its disk is instant
+/// there, and a thread finishing at a moment of its own would make a
+/// seed's history depend on the machine).
+pub struct SpoolFile {
+    /// `None` only while an operation has it, or after one was lost.
+    file: Option<std::fs::File>,
+    inline: bool,
+}
+
+impl SpoolFile {
+    /// Opens `path` for reading.
+    pub async fn open(path: &Path, inline: bool) -> io::Result<SpoolFile> {
+        let p = path.to_path_buf();
+        let file = crate::kv::run_io(inline, move || std::fs::File::open(p)).await??;
+        Ok(SpoolFile {
+            file: Some(file),
+            inline,
+        })
+    }
+
+    /// Creates (or truncates) `path` for writing.
+    pub async fn create(path: &Path, inline: bool) -> io::Result<SpoolFile> {
+        let p = path.to_path_buf();
+        let file = crate::kv::run_io(inline, move || std::fs::File::create(p)).await??;
+        Ok(SpoolFile {
+            file: Some(file),
+            inline,
+        })
+    }
+
+    /// Runs `op` on the file, where this file runs its I/O.
+    async fn with<T: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut std::fs::File) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let mut f = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("spool file lost by an earlier failed operation"))?;
+        let (f, r) = crate::kv::run_io(self.inline, move || {
+            let r = op(&mut f);
+            (f, r)
+        })
+        .await?;
+        self.file = Some(f);
+        r
+    }
+
+    /// Reads up to `n` bytes (fewer only at the end of the file).
+    pub async fn read_chunk(&mut self, n: usize) -> io::Result<Bytes> {
+        self.with(move |f| {
+            let mut buf = BytesMut::zeroed(n);
+            let mut filled = 0;
+            while filled < n {
+                let got = f.read(&mut buf[filled..])?;
+                if got == 0 {
+                    break;
+                }
+                filled += got;
+            }
+            buf.truncate(filled);
+            Ok(buf.freeze())
+        })
+        .await
+    }
+
+    /// Appends `data`.
+    pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
+        self.with(move |f| f.write_all(&data)).await
+    }
 }
 
 /// A file that is deleted when this is dropped (unless kept).
@@ -140,7 +213,8 @@ pub async fn spool_checkpoint(db: Arc<Db>, dir: &Path, expected: Option<LogId>) 
     let _cancel_on_drop = CancelOnDrop(cancelled.clone());
     let path = file.path.clone();
     let started = Instant::now();
-    let records = tokio::task::spawn_blocking(move || -> Result<u64, Error> {
+    let inline = db.inline_io();
+    let records = crate::kv::run_io(inline, move || -> Result<u64, Error> {
         let check = |found: Option<LogId>| {
             if found == expected {
                 Ok(())
@@ -170,17 +244,20 @@ pub async fn spool_checkpoint(db: Arc<Db>, dir: &Path, expected: Option<LogId>) 
 }
 
 /// Progress of an outgoing stream, for an idle deadline: the instant the
-/// stream last handed a message to the connection.
+/// stream last handed a message to the connection. On tokio's clock, which
+/// the idle deadline sleeps on (under a simulated or paused clock, a
+/// wall-clock instant would put the deadline in the past, and the wait
+/// would spin).
 #[derive(Clone)]
 pub struct Progress {
-    base: Instant,
+    base: tokio::time::Instant,
     last_ms: Arc<AtomicU64>,
 }
 
 impl Default for Progress {
     fn default() -> Self {
         Progress {
-            base: Instant::now(),
+            base: tokio::time::Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -193,7 +270,7 @@ impl Progress {
     }
 
     /// When the stream last made progress.
-    pub fn last(&self) -> Instant {
+    pub fn last(&self) -> tokio::time::Instant {
         self.base + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
@@ -204,8 +281,8 @@ impl Progress {
 pub type ReadFailure = Arc<Mutex<Option<io::Error>>>;
 
 enum SendState {
-    Header(SnapshotHeader, tokio::fs::File),
-    Data(tokio::fs::File),
+    Header(SnapshotHeader, SpoolFile),
+    Data(SpoolFile),
     Done,
 }
 
@@ -214,7 +291,7 @@ enum SendState {
 /// ends the stream early (without trailer) and is stored in `failure`.
 pub fn outgoing(
     header: SnapshotHeader,
-    file: tokio::fs::File,
+    file: SpoolFile,
     chunk_bytes: usize,
     progress: Progress,
     failure: ReadFailure,
@@ -235,7 +312,7 @@ pub fn outgoing(
                         },
                         (SendState::Data(f), crc, sent),
                     )),
-                    SendState::Data(mut f) => match read_chunk(&mut f, chunk_bytes).await {
+                    SendState::Data(mut f) => match f.read_chunk(chunk_bytes).await {
                         Ok(b) if b.is_empty() => {
                             let trailer = SnapshotTrailer {
                                 data_bytes: sent,
@@ -272,48 +349,33 @@ pub fn outgoing(
     )
 }
 
-/// Reads up to `n` bytes (fewer only at the end of the file).
-async fn read_chunk(f: &mut tokio::fs::File, n: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(n);
-    let mut filled = 0;
-    while filled < n {
-        let got = f.read(&mut buf[filled..]).await?;
-        if got == 0 {
-            break;
-        }
-        filled += got;
-    }
-    buf.truncate(filled);
-    Ok(buf.freeze())
-}
-
 /// A snapshot being received into a file in the snapshot directory.
 pub struct Incoming {
     file: TempFile,
-    out: tokio::io::BufWriter<tokio::fs::File>,
+    out: SpoolFile,
     crc: crc32fast::Hasher,
     data_bytes: u64,
 }
 
 impl Incoming {
-    /// Creates the file.
-    pub async fn create(dir: &Path) -> Result<Incoming, Error> {
+    /// Creates the file (`inline`: see [`SpoolFile`]).
+    pub async fn create(dir: &Path, inline: bool) -> Result<Incoming, Error> {
         let file = TempFile {
             path: unique_path(dir, RECV_PREFIX),
             delete: true,
         };
-        let f = tokio::fs::File::create(file.path()).await?;
+        let out = SpoolFile::create(file.path(), inline).await?;
         Ok(Incoming {
             file,
-            out: tokio::io::BufWriter::with_capacity(256 << 10, f),
+            out,
             crc: crc32fast::Hasher::new(),
             data_bytes: 0,
         })
     }
 
-    /// Appends one chunk.
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.crc.update(data);
+    /// Appends one chunk (each is written as it comes: chunks are large).
+    pub async fn write(&mut self, data: Bytes) -> Result<(), Error> {
+        self.crc.update(&data);
         self.data_bytes += data.len() as u64;
         self.out.write_all(data).await?;
         Ok(())
@@ -321,7 +383,7 @@ impl Incoming {
 
     /// Checks the trailer against what arrived and closes the file. The
     /// returned file is still deleted on drop; `keep` it once handed over.
-    pub async fn finish(mut self, trailer: &SnapshotTrailer) -> Result<TempFile, Error> {
+    pub async fn finish(self, trailer: &SnapshotTrailer) -> Result<TempFile, Error> {
         let crc = self.crc.clone().finalize();
         if trailer.data_bytes != self.data_bytes || trailer.crc32 != crc {
             return Err(Error::Malformed(format!(
@@ -329,7 +391,6 @@ impl Incoming {
                 self.data_bytes, trailer.data_bytes, trailer.crc32
             )));
         }
-        self.out.flush().await?;
         // No fsync: the file is read back at once by the import, which
         // makes the result durable in sled; after a crash it is discarded.
         Ok(self.file)
@@ -348,7 +409,7 @@ mod tests {
         let src = dir.path().join("src");
         let data: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
         std::fs::write(&src, &data).unwrap();
-        let f = tokio::fs::File::open(&src).await.unwrap();
+        let f = SpoolFile::open(&src, false).await.unwrap();
         let failure = ReadFailure::default();
         let msgs: Vec<SnapshotChunk> =
             outgoing(SnapshotHeader::default(), f, 4096, Progress::default(), failure.clone())
@@ -357,11 +418,11 @@ mod tests {
         assert!(failure.lock().unwrap().is_none());
         assert!(matches!(msgs[0].kind, Some(Kind::Header(_))));
         assert_eq!(msgs.len(), 1 + data.len().div_ceil(4096) + 1, "header, chunks, trailer");
-        let mut inc = Incoming::create(dir.path()).await.unwrap();
+        let mut inc = Incoming::create(dir.path(), false).await.unwrap();
         let mut trailer = None;
         for m in &msgs[1..] {
             match &m.kind {
-                Some(Kind::Data(b)) => inc.write(b).await.unwrap(),
+                Some(Kind::Data(b)) => inc.write(b.clone()).await.unwrap(),
                 Some(Kind::Trailer(t)) => trailer = Some(*t),
                 other => panic!("unexpected message {other:?}"),
             }
@@ -374,8 +435,8 @@ mod tests {
         drop(file);
         assert!(!path.exists(), "a received file not kept is deleted");
 
-        let mut inc = Incoming::create(dir.path()).await.unwrap();
-        inc.write(&data).await.unwrap();
+        let mut inc = Incoming::create(dir.path(), true).await.unwrap();
+        inc.write(Bytes::from(data.clone())).await.unwrap();
         assert!(inc.finish(&bad).await.is_err(), "a wrong crc is refused");
         assert_eq!(remove_leftovers(dir.path(), false).unwrap(), 0);
     }

@@ -98,6 +98,7 @@ impl TestNode {
         let svc = raft_service(
             raft.clone(),
             dir.path(),
+            db.inline_io(),
             Arc::new(DirectWrites { raft: raft.clone() }),
             Arc::new(RaftNodeInfo::new(raft.clone(), info.clone())),
         )
