@@ -259,7 +259,7 @@ mod tests {
     use super::*;
 
     fn log_id(term: u64, index: u64) -> LogId {
-        LogId::new(openraft::vote::leader_id_adv::LeaderId { term, node_id: 1 }, index)
+        openraft::testing::log_id::<crate::raft::TypeConfig>(term, 1, index)
     }
 
     #[test]

@@ -225,8 +225,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, v)) => Some(decode_entry(&v)?.log_id),
             None => None,
         };
+        // Entries at or before the purge point are ignored (see `purge`):
+        // a crash may keep some whose deletion was not yet on disk while the
+        // purge point is, and the log then ends at the purge point.
+        let last_log_id = match (last, last_purged_log_id) {
+            (Some(l), Some(p)) if l.index <= p.index => Some(p),
+            (l, p) => l.or(p),
+        };
         Ok(LogState {
-            last_log_id: last.or(last_purged_log_id),
+            last_log_id,
             last_purged_log_id,
         })
     }
@@ -387,6 +394,30 @@ mod tests {
             &[record::RECORD_VERSION_MARKER, 2]
         );
         assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(5, 3)));
+    }
+
+    /// A crash after the purge point reached the disk but before the
+    /// deletion of the entries it covers did: the log state ends at the
+    /// purge point, not at an older leftover entry (simulation seeds 216
+    /// and 414 found the inverted state: openraft refuses to start on it).
+    #[tokio::test]
+    async fn leftover_entries_below_the_purge_point_are_ignored() {
+        let kv: Arc<dyn Kv> = Arc::new(crate::test_support::MemKv::default());
+        let mut s = LogStore::open_kv(kv).unwrap();
+        let id = |index| openraft::testing::log_id::<TypeConfig>(2, 1, index);
+        let mut batch = Vec::new();
+        for index in 1..=5u64 {
+            let e = Entry {
+                log_id: id(index),
+                payload: openraft::EntryPayload::Blank,
+            };
+            let bytes = super::super::entry_format::encode_entry(&e).unwrap();
+            batch.push((index.to_be_bytes().to_vec(), Some(bytes.into())));
+        }
+        s.log.apply_batch(batch).unwrap();
+        s.put_meta(KEY_PURGED, &id(8)).unwrap();
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(id(8)), Some(id(8))));
     }
 
     fn entry(payload: Vec<u8>) -> Entry {
