@@ -247,21 +247,27 @@ impl Node {
             config,
             log,
         });
-        let writes: Arc<dyn ForwardedWrites> = Arc::new(LeaderWrites(node.router.clone()));
-        let svc = raft_service(
-            node.raft.clone(),
-            &dir,
-            node.db.inline_io(),
-            writes,
-            Arc::new(RaftNodeInfo::new(node.raft.clone(), me)),
-        )
-        .map_err(|e| dir_err(&e))?;
+        let svc = node.raft_service(&dir, me).map_err(|e| dir_err(&e))?;
         spawn_rpc_server(&io.placement, io.serve, svc, stop_rx);
         if !initialized && !node.config.initial_cluster.is_empty() {
             node.spawn_bootstrap();
         }
         node.spawn_duties();
         Ok(node)
+    }
+
+    /// The Raft gRPC service of this node: openraft's RPCs, forwarded
+    /// writes (to the batcher, or on to the leader while stopping) and
+    /// node info.
+    fn raft_service(&self, dir: &std::path::Path, me: NodeInfo) -> std::io::Result<RaftServer<RaftService>> {
+        let writes: Arc<dyn ForwardedWrites> = Arc::new(LeaderWrites(self.router.clone()));
+        raft_service(
+            self.raft.clone(),
+            dir,
+            self.db.inline_io(),
+            writes,
+            Arc::new(RaftNodeInfo::new(self.raft.clone(), me)),
+        )
     }
 
     /// Forms the cluster of `initial_cluster` in the background (see
