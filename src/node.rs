@@ -29,7 +29,7 @@ use crate::raft::transport::connector::{Connector, TcpConnector};
 use crate::raft::transport::peer::PeerClients;
 use crate::raft::transport::proto::raft_server::RaftServer;
 use crate::raft::transport::server::{
-    raft_service, serve, ForwardedWriteError, ForwardedWrites, RaftNodeInfo, RaftService,
+    raft_service, serve, ForwardedWriteError, ForwardedWrites, LeaderContact, RaftNodeInfo, RaftService,
 };
 use crate::raft::{Command, NodeInfo, Raft};
 use crate::threads::Placement;
@@ -267,6 +267,7 @@ impl Node {
             self.db.inline_io(),
             writes,
             Arc::new(RaftNodeInfo::new(self.raft.clone(), me)),
+            self.router.leader_contact.clone(),
         )
     }
 
@@ -515,6 +516,7 @@ fn router(
         commit_timeout: Duration::from_millis(config.write.commit_timeout_ms),
         leader_wait: Duration::from_millis(config.write.leader_wait_ms),
         handover: handover.clone(),
+        leader_contact: LeaderContact::default(),
     }
 }
 

@@ -15,6 +15,7 @@ use super::batcher::{Batcher, CommitError};
 use super::handover::{write_elsewhere, HandoverGate};
 use crate::raft::state_machine::Applied;
 use crate::raft::transport::peer::{PeerClient, PeerClients};
+use crate::raft::transport::server::LeaderContact;
 use crate::raft::transport::Error as RpcError;
 use crate::raft::Raft;
 use crate::tsdb::{AppendRequest, AppendResult};
@@ -79,6 +80,8 @@ pub struct Router {
     /// Closed while the node stops: writes then go to the next leader
     /// (`cluster::handover`).
     pub handover: HandoverGate,
+    /// When a leader's AppendEntries last arrived (`raft::transport::server`).
+    pub leader_contact: LeaderContact,
 }
 
 /// Read consistency levels (DESIGN decision 6).
@@ -301,8 +304,17 @@ fn local_barrier(node: &Router, m: &openraft::RaftMetrics<crate::raft::TypeConfi
             ))),
         };
     }
-    if m.current_leader.is_some() {
-        return Ok(());
+    if let Some(l) = m.current_leader {
+        // A follower cut off from its leader still names it; what tells is
+        // how long ago the leader's AppendEntries last arrived.
+        return match node.leader_contact.age() {
+            Some(age) if age > max => Err(ReadError::Unavailable(format!(
+                "node {me} has not heard from leader {l} for {} ms (max_staleness {} ms); retry on another node or later",
+                age.as_millis(),
+                max.as_millis()
+            ))),
+            _ => Ok(()),
+        };
     }
     match node.leader_lost.at().map(|t| t.elapsed()) {
         Some(age) if age <= max => Ok(()),

@@ -121,6 +121,26 @@ impl NodeInfoSource for RaftNodeInfo {
     }
 }
 
+/// When this node last took an AppendEntries (entries or a heartbeat)
+/// from a leader of its term. A follower cut off from its leader keeps
+/// naming it (with pre-vote it never raises its term alone), so this, not
+/// openraft's `current_leader`, tells how fresh its view is. tokio's clock,
+/// so that the simulator's drives it. Clones share the value.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderContact(Arc<parking_lot::Mutex<Option<tokio::time::Instant>>>);
+
+impl LeaderContact {
+    /// A leader was heard from now.
+    pub fn heard(&self) {
+        *self.0.lock() = Some(tokio::time::Instant::now());
+    }
+
+    /// Time since a leader was last heard from; `None` before the first time.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        self.0.lock().map(|t| t.elapsed())
+    }
+}
+
 /// The service implementation behind [`raft_service`].
 pub struct RaftService {
     raft: Raft,
@@ -130,6 +150,7 @@ pub struct RaftService {
     writes: Arc<dyn ForwardedWrites>,
     info: Arc<dyn NodeInfoSource>,
     snapshot_receives: Arc<Semaphore>,
+    contact: LeaderContact,
 }
 
 /// The gRPC service of a node, with promraft's message size limits.
@@ -144,6 +165,7 @@ pub fn raft_service(
     inline_io: bool,
     writes: Arc<dyn ForwardedWrites>,
     info: Arc<dyn NodeInfoSource>,
+    contact: LeaderContact,
 ) -> std::io::Result<RaftServer<RaftService>> {
     let snapshot_dir = snapshot::snapshot_dir(data_dir)?;
     let removed = snapshot::remove_leftovers(&snapshot_dir, false)?;
@@ -157,6 +179,7 @@ pub fn raft_service(
         writes,
         info,
         snapshot_receives: Arc::new(Semaphore::new(SNAPSHOT_RECEIVES_MAX)),
+        contact,
     };
     Ok(RaftServer::new(svc)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -256,6 +279,9 @@ impl RaftRpc for RaftService {
         let r = request.into_inner();
         let rpc = decode(r.format, &r.data, "append entries")?;
         let resp = self.raft.append_entries(rpc).await.map_err(fatal)?;
+        if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.contact.heard();
+        }
         raft_reply(&resp)
     }
 

@@ -101,6 +101,7 @@ impl TestNode {
             db.inline_io(),
             Arc::new(DirectWrites { raft: raft.clone() }),
             Arc::new(RaftNodeInfo::new(raft.clone(), info.clone())),
+            Default::default(),
         )
         .expect("service");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
