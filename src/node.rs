@@ -338,7 +338,17 @@ impl Node {
             return false;
         }
         let m = self.raft_metrics();
-        let fresh = m.current_leader != Some(self.id()) || crate::cluster::routing::leader_is_fresh(&self.router);
+        // A leader is fresh while a quorum acknowledges it; a follower while
+        // its leader's AppendEntries keep arriving (cut off, it still names
+        // the leader: with pre-vote it never raises its term alone).
+        let fresh = if m.current_leader == Some(self.id()) {
+            crate::cluster::routing::leader_is_fresh(&self.router)
+        } else {
+            self.router
+                .leader_contact
+                .age()
+                .is_none_or(|age| age <= self.router.max_staleness)
+        };
         fresh && m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
     }
 
