@@ -96,12 +96,12 @@ fn a_query_past_its_timeout_fails_with_503_timeout() {
         })
         .collect();
     n.write_ok(&write_request(series_list));
-    // A deliberately heavy query (a 1 ms-step subquery over an hour) with a
+    // A deliberately heavy query (a 1 ms-step subquery over three hours) with a
     // 1 ms timeout.
     let r = n.get(
         "/api/v1/query",
         &[
-            ("query", "max_over_time(sum(rate(load[5m]))[1h:1ms])"),
+            ("query", "max_over_time(sum(rate(load[5m]))[3h:1ms])"),
             ("time", &secs(base + 3_600_000)),
             ("timeout", "1ms"),
         ],
@@ -124,13 +124,13 @@ fn a_query_past_its_timeout_fails_with_503_timeout() {
 }
 
 /// A query that keeps a slot for `timeout`: it runs until its timeout (a
-/// 1 ms-step subquery over an hour), which comes long before it holds
+/// 1 ms-step subquery over three hours), which comes long before it holds
 /// [`CONCURRENCY_SAMPLES_MAX`] samples.
 fn heavy_query(addr: String, time: String, timeout: &str) -> std::thread::JoinHandle<HttpResponse> {
     let target = with_query(
         "/api/v1/query",
         &[
-            ("query", "max_over_time(sum(rate(load[5m]))[1h:1ms])"),
+            ("query", "max_over_time(sum(rate(load[5m]))[3h:1ms])"),
             ("time", time.as_str()),
             ("timeout", timeout),
         ],
