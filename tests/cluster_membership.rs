@@ -55,16 +55,8 @@ fn wait_membership(c: &Cluster, asked: &[u64], voters: &BTreeSet<u64>) {
 
 fn check_all_replicas(c: &Cluster, ids: &[u64], oracle: &Oracle, metric: &str, name: &str) {
     for &id in ids {
-        let problems = oracle
-            .check_replica(&c.node(id).http_addr, metric)
-            .unwrap_or_else(|e| panic!("reading node {id}: {e}"));
-        assert!(
-            problems.is_empty(),
-            "node {id} does not hold exactly what was acknowledged ({} problems), first ones:\n{}\nrepro: {}",
-            problems.len(),
-            problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
-            repro(FILE, name)
-        );
+        let context = format!("repro: {}", repro(FILE, name));
+        oracle.assert_replica(&format!("node {id}"), &c.node(id).http_addr, metric, &context);
     }
 }
 

@@ -646,6 +646,21 @@ impl Oracle {
         }
         Ok(problems)
     }
+
+    /// Asserts that the replica at `http_addr` (`who`, for the message)
+    /// holds exactly what was acknowledged ([`Oracle::check_replica`]);
+    /// `context` ends the failure message (a repro line, a cluster view).
+    pub fn assert_replica(&self, who: &str, http_addr: &str, metric: &str, context: &str) {
+        let problems = self
+            .check_replica(http_addr, metric)
+            .unwrap_or_else(|e| panic!("reading {who}: {e}"));
+        assert!(
+            problems.is_empty(),
+            "{who} does not hold exactly what was acknowledged ({} problems), first ones:\n{}\n{context}",
+            problems.len(),
+            problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+        );
+    }
 }
 
 /// One write attempt, as the writer saw it.
