@@ -70,8 +70,8 @@ const ACKS_WHILE_CUT: usize = 100;
 /// writer pinned to a cut-off node gets answers while the cut lasts.
 const COMMIT_TIMEOUT_MS: u64 = 2000;
 
-/// Answers to writes sent to the cut-off follower that the test waits for
-/// before it heals (so that check (d) looks at real answers).
+/// Answers to writes sent to a cut-off node that the test waits for
+/// before it heals (so that checks (a) and (d) look at real answers).
 const MINORITY_ANSWERS: usize = 3;
 
 /// How long a timed `ip` command may take.
@@ -163,6 +163,16 @@ impl NetLab {
             ));
         }
         Ok(())
+    }
+
+    /// Restores node `id`'s Raft link; returns the instant just before,
+    /// the earliest moment at which a write held during the cut could have
+    /// gone through (an instant taken after `ip` returns would count writes
+    /// answered while it ran as answered during the cut).
+    fn heal(&self, id: u64) -> Instant {
+        let before = Instant::now();
+        self.set_raft_link(id, true);
+        before
     }
 
     /// Cuts node `id`'s Raft link (or restores it).
@@ -282,6 +292,25 @@ fn wait_converged(addrs: &[String]) -> Digest {
     })
 }
 
+/// Waits until `node` has answered [`MINORITY_ANSWERS`] writes sent to it
+/// since `cut`, so that the check of what it acknowledged while cut off
+/// looks at real answers. Each answer may take the write hold
+/// (`write.leader_wait_ms`) plus the commit deadline.
+fn wait_for_answers(load: &WriteLoad, node: u64, cut: Instant, who: &str) {
+    wait_until(
+        &format!("writes sent to {who} (node {node}) to be answered"),
+        Duration::from_secs(30),
+        || {
+            let n = answered_within(&load.attempts(), node, cut, Instant::now()).len();
+            if n >= MINORITY_ANSWERS {
+                Ok(())
+            } else {
+                Err(format!("{n} answered"))
+            }
+        },
+    );
+}
+
 /// Attempts to `node` sent in `[from, to)` and answered before `to`.
 fn answered_within(attempts: &[Attempt], node: u64, from: Instant, to: Instant) -> Vec<&Attempt> {
     attempts
@@ -396,8 +425,8 @@ fn partitions() {
         )
     });
     load.wait_more_acks(ACKS_WHILE_CUT, Duration::from_secs(30));
-    lab.set_raft_link(leader, true);
-    let healed = Instant::now();
+    wait_for_answers(&load, leader, cut, "the isolated leader");
+    let healed = lab.heal(leader);
     let attempts = load.attempts();
     let to_isolated = answered_within(&attempts, leader, cut, healed);
     let acked_by_isolated: Vec<&&Attempt> = to_isolated.iter().filter(|a| a.acked()).collect();
@@ -464,20 +493,8 @@ fn partitions() {
     // for it to have answered writes sent to it after the cut (each waits
     // up to the forwarding deadline, write.commit_timeout_ms).
     std::thread::sleep(raft.election_max() * 4);
-    wait_until(
-        &format!("writes sent to the cut-off follower {follower} to be answered"),
-        Duration::from_secs(30),
-        || {
-            let n = answered_within(&load.attempts(), follower, cut2, Instant::now()).len();
-            if n >= MINORITY_ANSWERS {
-                Ok(())
-            } else {
-                Err(format!("{n} answered"))
-            }
-        },
-    );
-    lab.set_raft_link(follower, true);
-    let healed2 = Instant::now();
+    wait_for_answers(&load, follower, cut2, &format!("the cut-off follower {follower}"));
+    let healed2 = lab.heal(follower);
     let attempts = load.attempts();
     let to_minority = answered_within(&attempts, follower, cut2, healed2);
     let acked_by_minority: Vec<&&Attempt> = to_minority.iter().filter(|a| a.acked()).collect();

@@ -91,20 +91,8 @@ pub async fn tsdb(State(node): State<AppState>) -> Response {
 /// applied index it belongs to. Replicas at the same index must agree.
 pub async fn digest(State(node): State<AppState>) -> Response {
     let db = node.db.clone();
-    let applied = node.applied.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        // The digest is taken under the head lock; the applied index is
-        // published just after apply. Retry until both agree.
-        for _ in 0..100 {
-            let before = applied.borrow().index;
-            let d = db.digest()?;
-            if applied.borrow().index == before {
-                return Ok::<_, crate::tsdb::Error>(Some((d, before)));
-            }
-        }
-        Ok(None)
-    })
-    .await;
+    // Retried while changes keep landing during the read.
+    let res = tokio::task::spawn_blocking(move || db.digest_at(100)).await;
     match res {
         Ok(Ok(Some((d, index)))) => success(
             json!({"digest": d.digest, "series": d.series, "samples": d.samples, "appliedIndex": index}),

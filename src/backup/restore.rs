@@ -113,7 +113,8 @@ fn import_tsdb(opts: &RestoreOptions, staging: &Path) -> Result<(Header, crate::
     let (db, _) = Db::open_kv(sled.clone(), HeadOptions::default()).map_err(Error::from_tsdb)?;
     let upper = {
         let mut counting = CountingReader::new(&mut reader, &mut progress);
-        let upper = db.import(&mut counting).map_err(Error::from_tsdb)?;
+        // The index is set again when the restored node opens its TSDB.
+        let upper = db.import(&mut counting, |_| 0).map_err(Error::from_tsdb)?;
         let (bytes, series) = counting.done();
         progress.update(bytes, series);
         upper

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::command::{Command, DecodedCache};
 use super::{CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::threads::Placement;
-use crate::tsdb::Db;
+use crate::tsdb::{Db, Writer};
 
 /// A snapshot's data.
 #[derive(Debug)]
@@ -137,9 +137,9 @@ impl StateMachine {
             last_log_id: upper.applied,
             last_membership: upper.membership.clone(),
         });
-        applied_tx.send_replace(Applied {
-            index: upper.applied.map_or(0, |l| l.index),
-        });
+        let index = upper.applied.map_or(0, |l| l.index);
+        db.writer().set_applied_index(index);
+        applied_tx.send_replace(Applied { index });
         Ok(StateMachine {
             db,
             applied: upper.applied,
@@ -188,11 +188,17 @@ type AppliedEntry = (
 fn apply_entries(db: &Db, decoded: &DecodedCache, entries: Vec<Entry>) -> io::Result<Vec<AppliedEntry>> {
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
+        let index = entry.log_id.index;
+        // One write lock per entry: readers (the digest) see an entry's
+        // changes together with its index, never half of a batch.
+        let mut w = db.writer();
         let (response, membership) = match entry.payload {
             EntryPayload::Blank => (CommandResponse::default(), None),
-            EntryPayload::Normal(cmd) => (apply_command(db, decoded, entry.log_id.index, &cmd)?, None),
+            EntryPayload::Normal(cmd) => (apply_command(&mut w, decoded, index, &cmd)?, None),
             EntryPayload::Membership(m) => (CommandResponse::default(), Some(m)),
         };
+        w.set_applied_index(index);
+        drop(w);
         out.push((entry.log_id, membership, response));
     }
     Ok(out)
@@ -200,7 +206,12 @@ fn apply_entries(db: &Db, decoded: &DecodedCache, entries: Vec<Entry>) -> io::Re
 
 /// Applies one command to the TSDB: a blocking call, which the state
 /// machine runs through [`Placement::offload`].
-fn apply_command(db: &Db, decoded: &DecodedCache, index: u64, cmd: &Command) -> io::Result<CommandResponse> {
+fn apply_command(
+    db: &mut Writer<'_>,
+    decoded: &DecodedCache,
+    index: u64,
+    cmd: &Command,
+) -> io::Result<CommandResponse> {
     match cmd {
         Command::Write { payload } => {
             let reqs = match decoded.take(payload) {
@@ -253,7 +264,7 @@ fn apply_command(db: &Db, decoded: &DecodedCache, index: u64, cmd: &Command) -> 
 /// (`sim_bugs::Bug::LoseAckedEntry`, `Bug::ApplyTwice`); `None` when
 /// neither is switched on.
 #[cfg(feature = "sim-bugs")]
-fn sim_bug_apply(db: &Db, index: u64, reqs: &[crate::tsdb::AppendRequest]) -> Option<CommandResponse> {
+fn sim_bug_apply(db: &mut Writer<'_>, index: u64, reqs: &[crate::tsdb::AppendRequest]) -> Option<CommandResponse> {
     use crate::sim_bugs::{enabled, Bug};
     if enabled(Bug::LoseAckedEntry) && index.is_multiple_of(5) {
         let results = reqs
@@ -377,7 +388,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .placement
             .offload(inline, move || -> Result<Option<Vec<u8>>, io::Error> {
                 let f = std::fs::File::open(&p)?;
-                db.import(&mut io::BufReader::new(f)).map_err(io_err)
+                let index_of = |upper: Option<&[u8]>| {
+                    upper
+                        .and_then(|b| decode_upper_record(b).ok())
+                        .and_then(|u| u.applied)
+                        .map_or(0, |l| l.index)
+                };
+                db.import(&mut io::BufReader::new(f), index_of).map_err(io_err)
             })
             .await??;
         let _ = std::fs::remove_file(&path);

@@ -71,6 +71,66 @@ pub struct Digest {
     pub samples: u64,
 }
 
+/// The head's write lock ([`Db::writer`]): what is changed through one
+/// writer, and the index set on it, readers see together.
+pub struct Writer<'a>(parking_lot::RwLockWriteGuard<'a, Head>);
+
+impl Writer<'_> {
+    /// Applies one request; never fails: rejected samples are counted.
+    pub fn apply(&mut self, req: &AppendRequest) -> AppendResult {
+        let mut res = AppendResult::default();
+        let head = &mut *self.0;
+        for m in &req.metadata {
+            head.set_metadata(m.clone());
+        }
+        for s in &req.series {
+            let id = head.get_or_create(&s.labels);
+            for &(t, v) in &s.samples {
+                match head.append(id, t, v) {
+                    Ok(Appended::New) => res.appended += 1,
+                    Ok(Appended::Duplicate) => res.duplicates += 1,
+                    Err(r) => {
+                        res.count(r);
+                        if res.first_error.is_none() {
+                            res.first_error = Some(format!("{} for series {} at timestamp {t}", r.message(), s.labels));
+                        }
+                    }
+                }
+            }
+        }
+        res
+    }
+
+    /// Applies a retention cut-off (a log entry of its own).
+    pub fn apply_retention(&mut self, cutoff_ms: i64) {
+        self.0.apply_retention(cutoff_ms);
+    }
+
+    /// Deletes the series matching any matcher set whose samples all lie in
+    /// `[mint, maxt]` (an admin delete applied from the log, so every replica
+    /// deletes the same). Series with samples outside the range are left
+    /// alone and counted in `skipped`: deleting part of a series is not
+    /// supported yet.
+    pub fn delete_series(&mut self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> DeleteResult {
+        let head = &mut *self.0;
+        let ids = Db::matching_ids(head, sets, mint, maxt);
+        let (whole, partial): (Vec<SeriesId>, Vec<SeriesId>) = ids.into_iter().partition(|&id| {
+            head.series(id)
+                .is_some_and(|s| s.min_time() >= mint && s.max_time() <= maxt)
+        });
+        let deleted = head.delete_series(&whole);
+        DeleteResult {
+            deleted,
+            skipped: partial.len() as u64,
+        }
+    }
+
+    /// Records that the content is now that of log index `index`.
+    pub fn set_applied_index(&mut self, index: u64) {
+        self.0.set_applied_index(index);
+    }
+}
+
 /// What an admin delete did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteResult {
@@ -152,32 +212,18 @@ impl Db {
 
     /// Applies one request; never fails: rejected samples are counted.
     pub fn apply(&self, req: &AppendRequest) -> AppendResult {
-        let mut res = AppendResult::default();
-        let mut head = self.head.write();
-        for m in &req.metadata {
-            head.set_metadata(m.clone());
-        }
-        for s in &req.series {
-            let id = head.get_or_create(&s.labels);
-            for &(t, v) in &s.samples {
-                match head.append(id, t, v) {
-                    Ok(Appended::New) => res.appended += 1,
-                    Ok(Appended::Duplicate) => res.duplicates += 1,
-                    Err(r) => {
-                        res.count(r);
-                        if res.first_error.is_none() {
-                            res.first_error = Some(format!("{} for series {} at timestamp {t}", r.message(), s.labels));
-                        }
-                    }
-                }
-            }
-        }
-        res
+        self.writer().apply(req)
     }
 
     /// Applies a retention cut-off (a log entry of its own).
     pub fn apply_retention(&self, cutoff_ms: i64) {
-        self.head.write().apply_retention(cutoff_ms);
+        self.writer().apply_retention(cutoff_ms);
+    }
+
+    /// The head's write lock, for changes that must be seen together with
+    /// the log index they belong to (one log entry's).
+    pub fn writer(&self) -> Writer<'_> {
+        Writer(self.head.write())
     }
 
     /// Persists everything applied so far together with `upper` (the Raft
@@ -199,14 +245,22 @@ impl Db {
 
     /// Replaces the whole TSDB with an export and reloads the head; returns
     /// the upper-layer state of the imported checkpoint.
-    pub fn import(&self, r: &mut impl std::io::Read) -> Result<Option<Vec<u8>>, Error> {
+    /// `applied_index` reads the log index out of the imported upper-layer
+    /// state; the new head is published with it, under one lock.
+    pub fn import(
+        &self,
+        r: &mut impl std::io::Read,
+        applied_index: impl FnOnce(Option<&[u8]>) -> u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
         let _guard = self.checkpoint_lock.lock();
         let mut head = self.head.write();
         self.store.import(r)?;
         let mut fresh = Head::new(head.options().clone());
         let meta = self.store.load(&mut fresh)?;
+        let upper = meta.map(|m| m.upper);
+        fresh.set_applied_index(applied_index(upper.as_deref()));
         *head = fresh;
-        Ok(meta.map(|m| m.upper))
+        Ok(upper)
     }
 
     /// The upper-layer state of the last checkpoint.
@@ -424,13 +478,33 @@ impl Db {
         }
     }
 
-    /// A digest of every series and sample held. Taken under the read lock,
-    /// so it is the content at one applied index.
+    /// A digest of every series and sample held.
     pub fn digest(&self) -> Result<Digest, Error> {
-        let plans = {
+        self.digest_once().map(|(d, _)| d)
+    }
+
+    /// A digest and the applied index it belongs to
+    /// ([`Head::set_applied_index`]), or `None` when every one of
+    /// `attempts` saw a change land while it read.
+    pub fn digest_at(&self, attempts: usize) -> Result<Option<(Digest, u64)>, Error> {
+        for _ in 0..attempts {
+            let (d, index) = self.digest_once()?;
+            if self.head.read().applied_index() == index {
+                return Ok(Some((d, index)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A digest, and the applied index read with the plan. The plan copies
+    /// the head's data under the read lock; chunks already stored are read
+    /// after it, so a change that lands meanwhile (retention) can only be
+    /// told by the index having moved.
+    fn digest_once(&self) -> Result<(Digest, u64), Error> {
+        let (plans, index) = {
             let head = self.head.read();
             let ids: Vec<SeriesId> = head.iter_series().map(|(id, _)| id).collect();
-            self.plan(&head, &ids, i64::MIN, i64::MAX)
+            (self.plan(&head, &ids, i64::MIN, i64::MAX), head.applied_index())
         };
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         let (mut series, mut samples) = (0u64, 0u64);
@@ -447,30 +521,18 @@ impl Db {
             series += 1;
             samples += s.samples.len() as u64;
         }
-        Ok(Digest {
+        let d = Digest {
             digest: format!("{:016x}", h.digest()),
             series,
             samples,
-        })
+        };
+        Ok((d, index))
     }
 
     /// Deletes the series matching any matcher set whose samples all lie in
-    /// `[mint, maxt]` (an admin delete applied from the log, so every replica
-    /// deletes the same). Series with samples outside the range are left
-    /// alone and counted in `skipped`: deleting part of a series is not
-    /// supported yet.
+    /// `[mint, maxt]` (see [`Writer::delete_series`]).
     pub fn delete_series(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> DeleteResult {
-        let mut head = self.head.write();
-        let ids = Self::matching_ids(&head, sets, mint, maxt);
-        let (whole, partial): (Vec<SeriesId>, Vec<SeriesId>) = ids.into_iter().partition(|&id| {
-            head.series(id)
-                .is_some_and(|s| s.min_time() >= mint && s.max_time() <= maxt)
-        });
-        let deleted = head.delete_series(&whole);
-        DeleteResult {
-            deleted,
-            skipped: partial.len() as u64,
-        }
+        self.writer().delete_series(sets, mint, maxt)
     }
 
     /// Labels of the series matching any matcher set that have samples both
@@ -542,5 +604,84 @@ impl Db {
             rejected,
             disk_bytes: self.store.size_on_disk().unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::test_support::MemKv;
+    use crate::tsdb::SeriesSamples;
+
+    const ENTRIES: u64 = 3000;
+    const REQUESTS_PER_ENTRY: i64 = 4;
+
+    fn open() -> Db {
+        let opts = HeadOptions {
+            ooo_window_ms: 0,
+            chunk_samples: 8,
+        };
+        Db::open_kv(Arc::new(MemKv::default()), opts).expect("open").0
+    }
+
+    /// Log entry `index`: several requests, each applied on its own.
+    fn entry(index: u64) -> Vec<AppendRequest> {
+        (0..REQUESTS_PER_ENTRY)
+            .map(|r| AppendRequest {
+                series: vec![SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m"), ("r", &r.to_string())]),
+                    samples: vec![(index as i64 * 10, index as f64)],
+                }],
+                metadata: vec![],
+            })
+            .collect()
+    }
+
+    fn apply_entry(db: &Db, index: u64) {
+        let mut w = db.writer();
+        for req in entry(index) {
+            w.apply(&req);
+        }
+        w.set_applied_index(index);
+    }
+
+    /// A digest read while entries of several requests land (and
+    /// checkpoints move chunks to the store) is always the digest of
+    /// exactly the entries up to the index it reports: replicas compare
+    /// digests at equal indexes, so half an entry would read as divergence.
+    #[test]
+    fn a_digest_belongs_to_the_index_it_reports() {
+        let reference = open();
+        let mut want = vec![reference.digest().unwrap()];
+        for i in 1..=ENTRIES {
+            apply_entry(&reference, i);
+            want.push(reference.digest().unwrap());
+        }
+        let db = Arc::new(open());
+        let writer = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 1..=ENTRIES {
+                    apply_entry(&db, i);
+                    if i % 500 == 0 {
+                        db.checkpoint(b"upper".to_vec()).unwrap();
+                    }
+                }
+            })
+        };
+        let mut seen = 0;
+        while !writer.is_finished() || seen == 0 {
+            if let Some((d, index)) = db.digest_at(100).unwrap() {
+                assert_eq!(d, want[index as usize], "digest reported at index {index}");
+                seen += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(
+            db.digest_at(1).unwrap(),
+            Some((want[ENTRIES as usize].clone(), ENTRIES))
+        );
     }
 }

@@ -16,7 +16,7 @@ pub mod postings;
 mod store;
 pub mod symbols;
 
-pub use db::{AppendResult, Db, DbStatus, DeleteResult, Digest, SeriesData};
+pub use db::{AppendResult, Db, DbStatus, DeleteResult, Digest, SeriesData, Writer};
 pub use head::{HeadOptions, Reject};
 pub use labels::{Label, Labels};
 pub use matcher::{MatchOp, Matcher};

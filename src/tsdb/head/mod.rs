@@ -234,6 +234,10 @@ pub struct Head {
     deleted_blocks: Vec<u64>,
     deleted_series: Vec<SeriesId>,
     dirty_series: Vec<SeriesId>,
+    /// The caller's position of the last change (the Raft applied index),
+    /// set under the same lock as the change, so that a reader sees the
+    /// content and the index it belongs to together.
+    applied_index: u64,
 }
 
 impl Head {
@@ -257,7 +261,18 @@ impl Head {
             deleted_blocks: Vec::new(),
             deleted_series: Vec::new(),
             dirty_series: Vec::new(),
+            applied_index: 0,
         }
+    }
+
+    /// The index set by the last [`Head::set_applied_index`] (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Records that the content now is that of log index `index`.
+    pub fn set_applied_index(&mut self, index: u64) {
+        self.applied_index = index;
     }
 
     /// Options in force.
