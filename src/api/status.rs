@@ -67,7 +67,7 @@ pub async fn tsdb(State(node): State<AppState>) -> Response {
     let (min, max) = if s.num_series == 0 {
         (i64::MAX, i64::MIN)
     } else {
-        (s.min_time, s.max_time)
+        (s.min_time_ms, s.max_time_ms)
     };
     success(
         json!({

@@ -89,11 +89,12 @@ pub struct XorChunk {
     /// Header and sample bits.
     w: BitWriter,
     num: u16,
-    first_t: i64,
-    /// Last timestamp appended.
-    t: i64,
-    /// Last timestamp delta (wrapping, as Prometheus' `uint64` arithmetic).
-    t_delta: i64,
+    /// Timestamp of the first sample (ms since the epoch).
+    first_t_ms: i64,
+    /// Last timestamp appended (ms since the epoch).
+    last_t_ms: i64,
+    /// Last timestamp delta in ms (wrapping, as Prometheus' `uint64` arithmetic).
+    t_delta_ms: i64,
     /// Bits of the last value appended.
     v: u64,
     /// Current XOR window: leading zeros (or [`NO_WINDOW`]) and trailing zeros.
@@ -115,9 +116,9 @@ impl XorChunk {
         Self {
             w,
             num: 0,
-            first_t: 0,
-            t: 0,
-            t_delta: 0,
+            first_t_ms: 0,
+            last_t_ms: 0,
+            t_delta_ms: 0,
             v: 0,
             leading: NO_WINDOW,
             trailing: 0,
@@ -127,13 +128,15 @@ impl XorChunk {
     /// Appends a sample.
     ///
     /// The caller keeps timestamps non-decreasing, but any `i64` sequence is
-    /// encoded losslessly (deltas wrap exactly as in Prometheus). The value is
+    /// encoded losslessly (deltas wrap exactly as in Prometheus). `t_ms` is in
+    /// milliseconds since the epoch; the locals `delta_ms` (from the previous
+    /// timestamp) and `dod` (the delta of deltas) are spans in ms. The value is
     /// stored by its bits, so NaN payloads such as the stale marker survive.
     ///
     /// # Panics
     /// If the chunk already holds [`CHUNK_SAMPLES_MAX`] samples (check
     /// [`XorChunk::is_full`]); the head cuts chunks long before that.
-    pub fn append(&mut self, t: i64, v: f64) {
+    pub fn append(&mut self, t_ms: i64, v: f64) {
         assert!(
             self.num < u16::MAX,
             "XorChunk::append on a full chunk ({CHUNK_SAMPLES_MAX} samples)"
@@ -141,19 +144,19 @@ impl XorChunk {
         let v = v.to_bits();
         match self.num {
             0 => {
-                write_varint(&mut self.w, t);
+                write_varint(&mut self.w, t_ms);
                 self.w.write_bits(v, 64);
-                self.first_t = t;
+                self.first_t_ms = t_ms;
             }
             1 => {
-                let delta = t.wrapping_sub(self.t);
-                write_uvarint(&mut self.w, delta as u64);
+                let delta_ms = t_ms.wrapping_sub(self.last_t_ms);
+                write_uvarint(&mut self.w, delta_ms as u64);
                 self.write_value(v);
-                self.t_delta = delta;
+                self.t_delta_ms = delta_ms;
             }
             _ => {
-                let delta = t.wrapping_sub(self.t);
-                let dod = delta.wrapping_sub(self.t_delta);
+                let delta_ms = t_ms.wrapping_sub(self.last_t_ms);
+                let dod = delta_ms.wrapping_sub(self.t_delta_ms);
                 // Bucket prefix and payload are combined into one write.
                 if dod == 0 {
                     self.w.write_bit(false);
@@ -168,10 +171,10 @@ impl XorChunk {
                     self.w.write_bits(dod as u64, 64);
                 }
                 self.write_value(v);
-                self.t_delta = delta;
+                self.t_delta_ms = delta_ms;
             }
         }
-        self.t = t;
+        self.last_t_ms = t_ms;
         self.v = v;
         self.num += 1;
         let count = self.num.to_be_bytes();
@@ -224,13 +227,13 @@ impl XorChunk {
     }
 
     /// Timestamp of the first sample, if any.
-    pub fn first_t(&self) -> Option<i64> {
-        (self.num > 0).then_some(self.first_t)
+    pub fn first_t_ms(&self) -> Option<i64> {
+        (self.num > 0).then_some(self.first_t_ms)
     }
 
     /// Timestamp of the last sample, if any.
-    pub fn last_t(&self) -> Option<i64> {
-        (self.num > 0).then_some(self.t)
+    pub fn last_t_ms(&self) -> Option<i64> {
+        (self.num > 0).then_some(self.last_t_ms)
     }
 
     /// Value of the last sample, if any (bit-exact).
@@ -251,11 +254,11 @@ impl XorChunk {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, ChunkError> {
         let mut d = Decoder::new(&bytes)?;
         let num = d.remaining;
-        let mut first_t = 0;
+        let mut first_t_ms = 0;
         for i in 0..num {
-            let (t, _) = d.next_sample()?;
+            let (t_ms, _) = d.next_sample()?;
             if i == 0 {
-                first_t = t;
+                first_t_ms = t_ms;
             }
         }
         let bit_len = d.r.bit_position();
@@ -270,8 +273,8 @@ impl XorChunk {
             return Err(ChunkError::Corrupt("non-zero padding after the last sample".into()));
         }
         let Decoder {
-            t,
-            t_delta,
+            t_ms: last_t_ms,
+            t_delta_ms,
             v,
             leading,
             trailing,
@@ -281,9 +284,9 @@ impl XorChunk {
         Ok(Self {
             w,
             num,
-            first_t,
-            t,
-            t_delta,
+            first_t_ms,
+            last_t_ms,
+            t_delta_ms,
             v,
             leading,
             trailing,
@@ -338,8 +341,10 @@ struct Decoder<'a> {
     remaining: u16,
     /// Samples decoded so far.
     read: u16,
-    t: i64,
-    t_delta: i64,
+    /// Timestamp of the last sample decoded (ms since the epoch).
+    t_ms: i64,
+    /// Its delta from the one before (ms).
+    t_delta_ms: i64,
     v: u64,
     leading: u8,
     trailing: u8,
@@ -353,8 +358,8 @@ impl<'a> Decoder<'a> {
             r,
             remaining,
             read: 0,
-            t: 0,
-            t_delta: 0,
+            t_ms: 0,
+            t_delta_ms: 0,
             v: 0,
             leading: NO_WINDOW,
             trailing: 0,
@@ -367,27 +372,27 @@ impl<'a> Decoder<'a> {
     fn next_sample(&mut self) -> Result<(i64, u64), ChunkError> {
         match self.read {
             0 => {
-                self.t = read_varint(&mut self.r)?;
+                self.t_ms = read_varint(&mut self.r)?;
                 self.v = self.r.read_bits(64)?;
             }
             1 => {
-                self.t_delta = read_uvarint(&mut self.r)? as i64;
-                self.t = self.t.wrapping_add(self.t_delta);
+                self.t_delta_ms = read_uvarint(&mut self.r)? as i64;
+                self.t_ms = self.t_ms.wrapping_add(self.t_delta_ms);
                 self.read_value()?;
             }
             _ => {
                 let dod = self.read_dod()?;
-                self.t_delta = self.t_delta.wrapping_add(dod);
-                self.t = self.t.wrapping_add(self.t_delta);
+                self.t_delta_ms = self.t_delta_ms.wrapping_add(dod);
+                self.t_ms = self.t_ms.wrapping_add(self.t_delta_ms);
                 self.read_value()?;
             }
         }
         self.read = self.read.saturating_add(1);
         self.remaining = self.remaining.saturating_sub(1);
-        Ok((self.t, self.v))
+        Ok((self.t_ms, self.v))
     }
 
-    /// Reads a delta-of-delta (sample 3 on).
+    /// Reads a timestamp delta-of-delta in ms (sample 3 on).
     #[inline]
     fn read_dod(&mut self) -> Result<i64, ChunkError> {
         // Fast path: the prefix and a 14/17/20-bit payload are at most 24
@@ -537,7 +542,7 @@ fn read_uvarint(r: &mut BitReader<'_>) -> Result<u64, ChunkError> {
 
 /// Iterator over the samples of an encoded chunk.
 ///
-/// Yields `Ok((t, v))` per sample. On corrupt or truncated data it yields one
+/// Yields `Ok((t_ms, v))` per sample. On corrupt or truncated data it yields one
 /// `Err` and then stops, so it always ends after at most `count + 1` items,
 /// where the count is the header's (at most 65 535). It does not allocate
 /// except to describe an error.
@@ -577,7 +582,7 @@ impl Iterator for ChunkIter<'_> {
                     return None;
                 }
                 match d.next_sample() {
-                    Ok((t, v)) => Some(Ok((t, f64::from_bits(v)))),
+                    Ok((t_ms, v)) => Some(Ok((t_ms, f64::from_bits(v)))),
                     Err(e) => {
                         self.state = Err(None);
                         Some(Err(e))
@@ -674,14 +679,16 @@ mod tests {
 
     fn encode(samples: &[(i64, u64)]) -> XorChunk {
         let mut c = XorChunk::new();
-        for &(t, v) in samples {
-            c.append(t, f64::from_bits(v));
+        for &(t_ms, v) in samples {
+            c.append(t_ms, f64::from_bits(v));
         }
         c
     }
 
     fn decode(bytes: &[u8]) -> Result<Vec<(i64, u64)>, ChunkError> {
-        iter_bytes(bytes).map(|s| s.map(|(t, v)| (t, v.to_bits()))).collect()
+        iter_bytes(bytes)
+            .map(|s| s.map(|(t_ms, v)| (t_ms, v.to_bits())))
+            .collect()
     }
 
     /// Asserts every way of reading `samples` back agrees with them.
@@ -689,13 +696,13 @@ mod tests {
         let c = encode(samples);
         assert_eq!(c.num_samples(), samples.len());
         assert_eq!(decode(c.bytes()), Ok(samples.to_vec()));
-        assert_eq!(c.first_t(), samples.first().map(|s| s.0));
-        assert_eq!(c.last_t(), samples.last().map(|s| s.0));
+        assert_eq!(c.first_t_ms(), samples.first().map(|s| s.0));
+        assert_eq!(c.last_t_ms(), samples.last().map(|s| s.0));
         assert_eq!(c.last_v().map(f64::to_bits), samples.last().map(|s| s.1));
         let reopened = XorChunk::from_bytes(c.bytes().to_vec()).expect("valid chunk reopens");
         assert_eq!(reopened.bytes(), c.bytes());
-        assert_eq!(reopened.first_t(), c.first_t());
-        assert_eq!(reopened.last_t(), c.last_t());
+        assert_eq!(reopened.first_t_ms(), c.first_t_ms());
+        assert_eq!(reopened.last_t_ms(), c.last_t_ms());
         assert_eq!(reopened.last_v().map(f64::to_bits), c.last_v().map(f64::to_bits));
     }
 
@@ -704,7 +711,7 @@ mod tests {
         let c = XorChunk::new();
         assert_eq!(c.bytes(), &[0, 0]);
         assert_eq!(c.num_samples(), 0);
-        assert_eq!(c.first_t(), None);
+        assert_eq!(c.first_t_ms(), None);
         assert_eq!(c.last_v(), None);
         assert_eq!(c.iter().count(), 0);
         assert!(XorChunk::from_bytes(vec![0, 0]).is_ok());
@@ -766,11 +773,11 @@ mod tests {
         }
         edges.extend_from_slice(&[i64::MAX, i64::MIN, 1, -1]);
         let mut samples = vec![(0i64, 0u64), (15_000, 0)];
-        let mut delta = 15_000i64;
+        let mut delta_ms = 15_000i64;
         for (i, &dod) in edges.iter().enumerate() {
-            delta = delta.wrapping_add(dod);
-            let t = samples[samples.len() - 1].0.wrapping_add(delta);
-            samples.push((t, i as u64));
+            delta_ms = delta_ms.wrapping_add(dod);
+            let t_ms = samples[samples.len() - 1].0.wrapping_add(delta_ms);
+            samples.push((t_ms, i as u64));
         }
         check_round_trip(&samples);
     }
@@ -1018,17 +1025,17 @@ mod tests {
     }
 
     fn samples(max: usize) -> impl Strategy<Value = Vec<(i64, u64)>> {
-        (any::<i64>(), proptest::collection::vec((step(), val()), 0..max)).prop_map(|(start, ops)| {
+        (any::<i64>(), proptest::collection::vec((step(), val()), 0..max)).prop_map(|(start_ms, ops)| {
             let mut out: Vec<(i64, u64)> = Vec::with_capacity(ops.len());
-            let (mut t, mut v) = (start, 0u64);
+            let (mut t_ms, mut v) = (start_ms, 0u64);
             for (s, x) in ops {
                 if !out.is_empty() {
                     match s {
                         Step::Same => {}
-                        Step::Regular(j) => t = t.wrapping_add(15_000 + j),
-                        Step::Small(d) => t = t.wrapping_add(d),
-                        Step::Any(d) => t = t.wrapping_add(d),
-                        Step::Extreme(max) => t = if max { i64::MAX } else { i64::MIN },
+                        Step::Regular(j) => t_ms = t_ms.wrapping_add(15_000 + j),
+                        Step::Small(d) => t_ms = t_ms.wrapping_add(d),
+                        Step::Any(d) => t_ms = t_ms.wrapping_add(d),
+                        Step::Extreme(max) => t_ms = if max { i64::MAX } else { i64::MIN },
                     }
                 }
                 v = match x {
@@ -1038,7 +1045,7 @@ mod tests {
                     Val::Counter(inc) => (f64::from_bits(v).abs().min(1e15) + f64::from(inc)).to_bits(),
                     Val::Gauge(d) => (f64::from_bits(v) + d).to_bits(),
                 };
-                out.push((t, v));
+                out.push((t_ms, v));
             }
             out
         })
@@ -1055,18 +1062,18 @@ mod tests {
             let c = encode(&model);
             prop_assert_eq!(c.num_samples(), model.len());
             prop_assert_eq!(decode(c.bytes()), Ok(model.clone()));
-            prop_assert_eq!(c.first_t(), model.first().map(|s| s.0));
-            prop_assert_eq!(c.last_t(), model.last().map(|s| s.0));
+            prop_assert_eq!(c.first_t_ms(), model.first().map(|s| s.0));
+            prop_assert_eq!(c.last_t_ms(), model.last().map(|s| s.0));
             prop_assert_eq!(c.last_v().map(f64::to_bits), model.last().map(|s| s.1));
 
             let k = if model.is_empty() { 0 } else { split.index(model.len() + 1) };
             let mut reopened = XorChunk::from_bytes(encode(&model[..k]).bytes().to_vec())
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            for &(t, v) in &model[k..] {
-                reopened.append(t, f64::from_bits(v));
+            for &(t_ms, v) in &model[k..] {
+                reopened.append(t_ms, f64::from_bits(v));
             }
             prop_assert_eq!(reopened.bytes(), c.bytes());
-            prop_assert_eq!(reopened.first_t(), c.first_t());
+            prop_assert_eq!(reopened.first_t_ms(), c.first_t_ms());
 
             let mut frame = vec![];
             encode_frame(c.bytes(), &mut frame);
@@ -1090,7 +1097,7 @@ mod tests {
             prop_assert!(n <= CHUNK_SAMPLES_MAX + 1);
             if let Some(mut reopened) = XorChunk::from_bytes(bytes.clone()).ok().filter(|c| !c.is_full()) {
                 // A reopened chunk must keep working.
-                reopened.append(reopened.last_t().unwrap_or(0), 1.5);
+                reopened.append(reopened.last_t_ms().unwrap_or(0), 1.5);
                 prop_assert!(decode(reopened.bytes()).is_ok());
             }
 

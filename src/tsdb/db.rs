@@ -56,7 +56,7 @@ impl AppendResult {
 pub struct SeriesData {
     /// Labels.
     pub labels: Labels,
-    /// Samples sorted by time, unique timestamps.
+    /// Samples `(t_ms, value)` sorted by time, unique timestamps.
     pub samples: Vec<(i64, f64)>,
 }
 
@@ -85,14 +85,15 @@ impl Writer<'_> {
         }
         for s in &req.series {
             let id = head.get_or_create(&s.labels);
-            for &(t, v) in &s.samples {
-                match head.append(id, t, v) {
+            for &(t_ms, v) in &s.samples {
+                match head.append(id, t_ms, v) {
                     Ok(Appended::New) => res.appended += 1,
                     Ok(Appended::Duplicate) => res.duplicates += 1,
                     Err(r) => {
                         res.count(r);
                         if res.first_error.is_none() {
-                            res.first_error = Some(format!("{} for series {} at timestamp {t}", r.message(), s.labels));
+                            res.first_error =
+                                Some(format!("{} for series {} at timestamp {t_ms}", r.message(), s.labels));
                         }
                     }
                 }
@@ -107,16 +108,16 @@ impl Writer<'_> {
     }
 
     /// Deletes the series matching any matcher set whose samples all lie in
-    /// `[mint, maxt]` (an admin delete applied from the log, so every replica
+    /// `[mint_ms, maxt_ms]` (an admin delete applied from the log, so every replica
     /// deletes the same). Series with samples outside the range are left
     /// alone and counted in `skipped`: deleting part of a series is not
     /// supported yet.
-    pub fn delete_series(&mut self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> DeleteResult {
+    pub fn delete_series(&mut self, sets: &[Vec<Matcher>], mint_ms: i64, maxt_ms: i64) -> DeleteResult {
         let head = &mut *self.0;
-        let ids = Db::matching_ids(head, sets, mint, maxt);
+        let ids = Db::matching_ids(head, sets, mint_ms, maxt_ms);
         let (whole, partial): (Vec<SeriesId>, Vec<SeriesId>) = ids.into_iter().partition(|&id| {
             head.series(id)
-                .is_some_and(|s| s.min_time() >= mint && s.max_time() <= maxt)
+                .is_some_and(|s| s.min_time_ms() >= mint_ms && s.max_time_ms() <= maxt_ms)
         });
         let deleted = head.delete_series(&whole);
         DeleteResult {
@@ -145,10 +146,10 @@ pub struct DeleteResult {
 pub struct DbStatus {
     /// Live series.
     pub num_series: usize,
-    /// Oldest sample.
-    pub min_time: i64,
-    /// Newest sample.
-    pub max_time: i64,
+    /// Oldest sample (ms since the epoch).
+    pub min_time_ms: i64,
+    /// Newest sample (ms since the epoch).
+    pub max_time_ms: i64,
     /// Approximate heap bytes of the head.
     pub heap_bytes: usize,
     /// Series counts by metric name, largest first (top 10).
@@ -279,17 +280,17 @@ impl Db {
         self.head.read()
     }
 
-    fn plan(&self, head: &Head, ids: &[SeriesId], mint: i64, maxt: i64) -> Vec<SeriesPlan> {
+    fn plan(&self, head: &Head, ids: &[SeriesId], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesPlan> {
         let mut plans = Vec::with_capacity(ids.len());
         for &id in ids {
             let Some(s) = head.series(id) else { continue };
-            if s.max_time() < mint || s.min_time() > maxt {
+            if s.max_time_ms() < mint_ms || s.min_time_ms() > maxt_ms {
                 continue;
             }
             let mut chunks = Vec::new();
             let mut overlapping = !s.ooo.is_empty();
             for c in &s.closed {
-                if c.maxt < mint || c.mint > maxt {
+                if c.maxt_ms < mint_ms || c.mint_ms > maxt_ms {
                     continue;
                 }
                 overlapping |= c.ooo;
@@ -302,9 +303,17 @@ impl Db {
             let open = s
                 .open
                 .as_ref()
-                .filter(|c| c.first_t().is_some_and(|t| t <= maxt) && c.last_t().is_some_and(|t| t >= mint))
+                .filter(|c| {
+                    c.first_t_ms().is_some_and(|t_ms| t_ms <= maxt_ms)
+                        && c.last_t_ms().is_some_and(|t_ms| t_ms >= mint_ms)
+                })
                 .map(|c| c.bytes().to_vec());
-            let ooo = s.ooo.iter().copied().filter(|&(t, _)| t >= mint && t <= maxt).collect();
+            let ooo = s
+                .ooo
+                .iter()
+                .copied()
+                .filter(|&(t_ms, _)| t_ms >= mint_ms && t_ms <= maxt_ms)
+                .collect();
             plans.push(SeriesPlan {
                 id,
                 labels: head.labels_of(s),
@@ -320,20 +329,20 @@ impl Db {
     fn load(
         &self,
         plan: SeriesPlan,
-        mint: i64,
-        maxt: i64,
+        mint_ms: i64,
+        maxt_ms: i64,
         budget: &mut usize,
         limit: usize,
     ) -> Result<SeriesData, Error> {
         let mut samples = Vec::new();
         let push_chunk = |bytes: &[u8], samples: &mut Vec<(i64, f64)>| -> Result<(), Error> {
             for s in chunk::iter_bytes(bytes) {
-                let (t, v) = s.map_err(|e| Error::Corrupt(format!("chunk of series {}: {e}", plan.id)))?;
-                if t > maxt {
+                let (t_ms, v) = s.map_err(|e| Error::Corrupt(format!("chunk of series {}: {e}", plan.id)))?;
+                if t_ms > maxt_ms {
                     break;
                 }
-                if t >= mint {
-                    samples.push((t, v));
+                if t_ms >= mint_ms {
+                    samples.push((t_ms, v));
                 }
             }
             Ok(())
@@ -357,8 +366,8 @@ impl Db {
         if plan.overlapping {
             // Stable sort keeps in-order samples ahead of out-of-order ones
             // with the same timestamp; dedup keeps the first.
-            samples.sort_by_key(|&(t, _)| t);
-            samples.dedup_by_key(|&mut (t, _)| t);
+            samples.sort_by_key(|&(t_ms, _)| t_ms);
+            samples.dedup_by_key(|&mut (t_ms, _)| t_ms);
         }
         if samples.len() > *budget {
             return Err(Error::TooManySamples { limit });
@@ -370,24 +379,24 @@ impl Db {
         })
     }
 
-    /// Series matching all `matchers` with their samples in `[mint, maxt]`;
+    /// Series matching all `matchers` with their samples in `[mint_ms, maxt_ms]`;
     /// fails once more than `samples_max` samples would be loaded.
     pub fn select(
         &self,
         matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
+        mint_ms: i64,
+        maxt_ms: i64,
         samples_max: usize,
     ) -> Result<Vec<SeriesData>, Error> {
         let plans = {
             let head = self.head.read();
             let ids = head.postings().select(head.symbols(), matchers);
-            self.plan(&head, &ids, mint, maxt)
+            self.plan(&head, &ids, mint_ms, maxt_ms)
         };
         let mut budget = samples_max;
         let mut out = Vec::with_capacity(plans.len());
         for p in plans {
-            let s = self.load(p, mint, maxt, &mut budget, samples_max)?;
+            let s = self.load(p, mint_ms, maxt_ms, &mut budget, samples_max)?;
             if !s.samples.is_empty() {
                 out.push(s);
             }
@@ -396,8 +405,8 @@ impl Db {
     }
 
     /// Ids of series matching any of the matcher sets (all series when
-    /// there are none) with data overlapping `[mint, maxt]`.
-    fn matching_ids(head: &Head, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<SeriesId> {
+    /// there are none) with data overlapping `[mint_ms, maxt_ms]`.
+    fn matching_ids(head: &Head, sets: &[Vec<Matcher>], mint_ms: i64, maxt_ms: i64) -> Vec<SeriesId> {
         let ids = if sets.is_empty() {
             head.postings().all().to_vec()
         } else {
@@ -411,15 +420,15 @@ impl Db {
         ids.into_iter()
             .filter(|&id| {
                 head.series(id)
-                    .is_some_and(|s| s.max_time() >= mint && s.min_time() <= maxt)
+                    .is_some_and(|s| s.max_time_ms() >= mint_ms && s.min_time_ms() <= maxt_ms)
             })
             .collect()
     }
 
     /// Label sets of the series matching any matcher set, sorted, at most `limit` (0 = no limit).
-    pub fn series(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64, limit: usize) -> Vec<Labels> {
+    pub fn series(&self, sets: &[Vec<Matcher>], mint_ms: i64, maxt_ms: i64, limit: usize) -> Vec<Labels> {
         let head = self.head.read();
-        let mut out: Vec<Labels> = Self::matching_ids(&head, sets, mint, maxt)
+        let mut out: Vec<Labels> = Self::matching_ids(&head, sets, mint_ms, maxt_ms)
             .into_iter()
             .filter_map(|id| head.series(id).map(|s| head.labels_of(s)))
             .collect();
@@ -431,14 +440,14 @@ impl Db {
     }
 
     /// Label names in use, sorted.
-    pub fn label_names(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64, limit: usize) -> Vec<String> {
+    pub fn label_names(&self, sets: &[Vec<Matcher>], mint_ms: i64, maxt_ms: i64, limit: usize) -> Vec<String> {
         let head = self.head.read();
-        let unrestricted = sets.is_empty() && mint == i64::MIN && maxt == i64::MAX;
+        let unrestricted = sets.is_empty() && mint_ms == i64::MIN && maxt_ms == i64::MAX;
         let mut names: BTreeSet<&str> = BTreeSet::new();
         if unrestricted {
             names.extend(head.postings().names().map(|s| head.symbols().resolve(s)));
         } else {
-            for id in Self::matching_ids(&head, sets, mint, maxt) {
+            for id in Self::matching_ids(&head, sets, mint_ms, maxt_ms) {
                 if let Some(s) = head.series(id) {
                     names.extend(s.labels.iter().map(|&(n, _)| head.symbols().resolve(n)));
                 }
@@ -453,16 +462,23 @@ impl Db {
     }
 
     /// Values of one label, sorted.
-    pub fn label_values(&self, name: &str, sets: &[Vec<Matcher>], mint: i64, maxt: i64, limit: usize) -> Vec<String> {
+    pub fn label_values(
+        &self,
+        name: &str,
+        sets: &[Vec<Matcher>],
+        mint_ms: i64,
+        maxt_ms: i64,
+        limit: usize,
+    ) -> Vec<String> {
         let head = self.head.read();
         let Some(name_sym) = head.symbols().lookup(name) else {
             return Vec::new();
         };
         let mut values: BTreeSet<&str> = BTreeSet::new();
-        if sets.is_empty() && mint == i64::MIN && maxt == i64::MAX {
+        if sets.is_empty() && mint_ms == i64::MIN && maxt_ms == i64::MAX {
             values.extend(head.postings().values(name_sym).map(|(v, _)| head.symbols().resolve(v)));
         } else {
-            for id in Self::matching_ids(&head, sets, mint, maxt) {
+            for id in Self::matching_ids(&head, sets, mint_ms, maxt_ms) {
                 if let Some(s) = head.series(id) {
                     if let Some(&(_, v)) = s.labels.iter().find(|&&(n, _)| n == name_sym) {
                         values.insert(head.symbols().resolve(v));
@@ -514,8 +530,8 @@ impl Db {
             let s = self.load(p, i64::MIN, i64::MAX, &mut budget, usize::MAX)?;
             h.update(&id.to_be_bytes());
             h.update(&s.labels.stable_hash().to_be_bytes());
-            for (t, v) in &s.samples {
-                h.update(&t.to_be_bytes());
+            for (t_ms, v) in &s.samples {
+                h.update(&t_ms.to_be_bytes());
                 h.update(&v.to_bits().to_be_bytes());
             }
             series += 1;
@@ -530,19 +546,19 @@ impl Db {
     }
 
     /// Deletes the series matching any matcher set whose samples all lie in
-    /// `[mint, maxt]` (see [`Writer::delete_series`]).
-    pub fn delete_series(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> DeleteResult {
-        self.writer().delete_series(sets, mint, maxt)
+    /// `[mint_ms, maxt_ms]` (see [`Writer::delete_series`]).
+    pub fn delete_series(&self, sets: &[Vec<Matcher>], mint_ms: i64, maxt_ms: i64) -> DeleteResult {
+        self.writer().delete_series(sets, mint_ms, maxt_ms)
     }
 
     /// Labels of the series matching any matcher set that have samples both
-    /// inside and outside `[mint, maxt]` (an admin delete leaves those alone).
-    pub fn series_partly_in(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
+    /// inside and outside `[mint_ms, maxt_ms]` (an admin delete leaves those alone).
+    pub fn series_partly_in(&self, sets: &[Vec<Matcher>], mint_ms: i64, maxt_ms: i64) -> Vec<Labels> {
         let head = self.head.read();
-        Self::matching_ids(&head, sets, mint, maxt)
+        Self::matching_ids(&head, sets, mint_ms, maxt_ms)
             .into_iter()
             .filter_map(|id| head.series(id))
-            .filter(|s| s.min_time() < mint || s.max_time() > maxt)
+            .filter(|s| s.min_time_ms() < mint_ms || s.max_time_ms() > maxt_ms)
             .map(|s| head.labels_of(s))
             .collect()
     }
@@ -557,10 +573,10 @@ impl Db {
     pub fn status(&self) -> DbStatus {
         let head = self.head.read();
         let sy = head.symbols();
-        let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+        let (mut min_time_ms, mut max_time_ms) = (i64::MAX, i64::MIN);
         for (_, s) in head.iter_series() {
-            min_time = min_time.min(s.min_time());
-            max_time = max_time.max(s.max_time());
+            min_time_ms = min_time_ms.min(s.min_time_ms());
+            max_time_ms = max_time_ms.max(s.max_time_ms());
         }
         let top = |mut v: Vec<(String, usize)>| {
             v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -593,8 +609,8 @@ impl Db {
             .collect();
         DbStatus {
             num_series: head.num_series(),
-            min_time,
-            max_time,
+            min_time_ms,
+            max_time_ms,
             heap_bytes: head.heap_bytes(),
             series_by_metric: top(metric),
             series_by_label_name: top(by_name),

@@ -5,6 +5,17 @@
 //! sled, the querier, retention and the content digest. It knows nothing of
 //! Raft, HTTP or PromQL: the state machine calls [`Db::apply`] with batches
 //! in log order and [`Db::checkpoint`] when openraft asks for a snapshot.
+//!
+//! # Units
+//!
+//! Every integer that holds a time is in milliseconds and its name ends in
+//! `_ms`. The rest of the name says whether it is an instant (milliseconds
+//! since the Unix epoch: `t_ms`, `mint_ms`/`maxt_ms` for the ends of a
+//! closed range, `first_t_ms`, `max_t_ms`, `min_valid_t_ms`, `cutoff_ms`) or
+//! a span (`ooo_window_ms`, `t_delta_ms`, `delta_ms`). Sample tuples are
+//! `(t_ms, value)`. The chunk codec's bit-level helpers keep short names
+//! (`dod`, the delta of deltas) where their function's comment gives the
+//! unit. Units never appear in serialized names: those stay as they are.
 
 pub mod bstream;
 pub mod chunk;
@@ -59,7 +70,7 @@ pub struct Metadata {
 pub struct SeriesSamples {
     /// Validated labels.
     pub labels: Labels,
-    /// Samples in the order the sender gave them.
+    /// Samples `(t_ms, value)` in the order the sender gave them.
     pub samples: Vec<(i64, f64)>,
 }
 

@@ -55,7 +55,7 @@ pub struct CheckpointMeta {
     /// Next series id.
     pub next_series_id: SeriesId,
     /// Retention floor.
-    pub min_valid_t: i64,
+    pub min_valid_t_ms: i64,
     /// Id the next chunk block gets.
     pub next_block_id: u64,
 }
@@ -123,7 +123,7 @@ fn push_state(
         version: CHECKPOINT_FORMAT_VERSION,
         upper,
         next_series_id: delta.next_series_id,
-        min_valid_t: delta.min_valid_t,
+        min_valid_t_ms: delta.min_valid_t_ms,
         next_block_id,
     };
     let v = crate::codec::encode_to_vec(&meta).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -230,12 +230,12 @@ impl Store {
             let block = block_id(&k)?;
             referenced.insert(block);
             for e in decode_index(&v)? {
-                if e.maxt < meta.min_valid_t {
+                if e.maxt_ms < meta.min_valid_t_ms {
                     continue; // expired; the block goes once all of it has
                 }
                 chunks.entry(e.series).or_default().push(ChunkMeta {
-                    mint: e.mint,
-                    maxt: e.maxt,
+                    mint_ms: e.mint_ms,
+                    maxt_ms: e.maxt_ms,
                     seq: e.seq,
                     ooo: e.ooo,
                     pending: None,
@@ -269,7 +269,7 @@ impl Store {
             closed.sort_by_key(|c| c.seq);
             head.restore_series(id, &labels, closed, opens.get(&id).map(Vec::as_slice))?;
         }
-        head.restore_globals(meta.next_series_id, meta.min_valid_t, metadata);
+        head.restore_globals(meta.next_series_id, meta.min_valid_t_ms, metadata);
         Ok(Some(meta))
     }
 
@@ -325,8 +325,8 @@ impl Store {
             entries.push(IndexEntry {
                 series: *id,
                 seq: c.seq,
-                mint: c.mint,
-                maxt: c.maxt,
+                mint_ms: c.mint_ms,
+                maxt_ms: c.maxt_ms,
                 ooo: c.ooo,
                 offset: offset as u32,
                 len: (block.len() - offset) as u32,
@@ -514,8 +514,8 @@ fn block_id(k: &[u8]) -> Result<u64, Error> {
 struct IndexEntry {
     series: SeriesId,
     seq: u32,
-    mint: i64,
-    maxt: i64,
+    mint_ms: i64,
+    maxt_ms: i64,
     ooo: bool,
     offset: u32,
     len: u32,
@@ -552,22 +552,22 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// Index layout: magic, count, then per chunk (series, seq, mint as a
-/// zig-zag delta from the previous entry's mint, maxt - mint, flags, frame
+/// Index layout: magic, count, then per chunk (series, seq, mint_ms as a
+/// zig-zag delta from the previous entry's mint_ms, maxt_ms - mint_ms, flags, frame
 /// length) as varints; offsets follow from the lengths. Ends with a CRC32.
 fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + entries.len() * 14);
     out.extend_from_slice(INDEX_MAGIC);
     put_uvarint(&mut out, entries.len() as u64);
-    let mut prev_mint = 0i64;
+    let mut prev_mint_ms = 0i64;
     for e in entries {
         put_uvarint(&mut out, u64::from(e.series));
         put_uvarint(&mut out, u64::from(e.seq));
-        put_uvarint(&mut out, zigzag(e.mint.wrapping_sub(prev_mint)));
-        put_uvarint(&mut out, e.maxt.wrapping_sub(e.mint) as u64);
+        put_uvarint(&mut out, zigzag(e.mint_ms.wrapping_sub(prev_mint_ms)));
+        put_uvarint(&mut out, e.maxt_ms.wrapping_sub(e.mint_ms) as u64);
         out.push(u8::from(e.ooo));
         put_uvarint(&mut out, u64::from(e.len));
-        prev_mint = e.mint;
+        prev_mint_ms = e.mint_ms;
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
@@ -586,12 +586,12 @@ fn decode_index(v: &[u8]) -> Result<Vec<IndexEntry>, Error> {
     let mut b = &body[4..];
     let n = get_uvarint(&mut b)? as usize;
     let mut out = Vec::with_capacity(n.min(1 << 20));
-    let (mut prev_mint, mut offset) = (0i64, BLOCK_MAGIC.len() as u64);
+    let (mut prev_mint_ms, mut offset) = (0i64, BLOCK_MAGIC.len() as u64);
     for _ in 0..n {
         let series = SeriesId::try_from(get_uvarint(&mut b)?).map_err(|_| corrupt("series id"))?;
         let seq = u32::try_from(get_uvarint(&mut b)?).map_err(|_| corrupt("seq"))?;
-        let mint = prev_mint.wrapping_add(unzigzag(get_uvarint(&mut b)?));
-        let maxt = mint.wrapping_add(get_uvarint(&mut b)? as i64);
+        let mint_ms = prev_mint_ms.wrapping_add(unzigzag(get_uvarint(&mut b)?));
+        let maxt_ms = mint_ms.wrapping_add(get_uvarint(&mut b)? as i64);
         let (&flags, rest) = b.split_first().ok_or_else(|| corrupt("truncated"))?;
         b = rest;
         let len = u32::try_from(get_uvarint(&mut b)?).map_err(|_| corrupt("length"))?;
@@ -599,14 +599,14 @@ fn decode_index(v: &[u8]) -> Result<Vec<IndexEntry>, Error> {
         out.push(IndexEntry {
             series,
             seq,
-            mint,
-            maxt,
+            mint_ms,
+            maxt_ms,
             ooo: flags == 1,
             offset: off,
             len,
         });
         offset += u64::from(len);
-        prev_mint = mint;
+        prev_mint_ms = mint_ms;
     }
     Ok(out)
 }
@@ -686,10 +686,10 @@ pub struct ExportSummary {
     pub upper: Vec<u8>,
 }
 
-/// Widens the summary's time range to cover `lo..=hi`.
-fn widen(out: &mut ExportSummary, lo: i64, hi: i64) {
-    out.min_time_ms = Some(out.min_time_ms.map_or(lo, |m| m.min(lo)));
-    out.max_time_ms = Some(out.max_time_ms.map_or(hi, |m| m.max(hi)));
+/// Widens the summary's time range to cover `lo_ms..=hi_ms`.
+fn widen(out: &mut ExportSummary, lo_ms: i64, hi_ms: i64) {
+    out.min_time_ms = Some(out.min_time_ms.map_or(lo_ms, |m| m.min(lo_ms)));
+    out.max_time_ms = Some(out.max_time_ms.map_or(hi_ms, |m| m.max(hi_ms)));
 }
 
 /// The tree an export's tree record names: `None` for the main tree, the
@@ -709,7 +709,7 @@ fn export_tree(name: &[u8]) -> Result<Option<u64>, Error> {
 /// Checks every live chunk frame (`live`: offset, length, time range) of
 /// block `id`'s bytes and counts its samples.
 fn summarize_block(out: &mut ExportSummary, live: &[(u32, u32, i64, i64)], id: u64, v: &[u8]) -> Result<(), Error> {
-    for &(offset, len, mint, maxt) in live {
+    for &(offset, len, mint_ms, maxt_ms) in live {
         let (start, end) = (offset as usize, offset as usize + len as usize);
         let frame = v.get(start..end).ok_or_else(|| {
             Error::Corrupt(format!(
@@ -724,19 +724,19 @@ fn summarize_block(out: &mut ExportSummary, live: &[(u32, u32, i64, i64)], id: u
             .ok_or_else(|| Error::Corrupt(format!("empty chunk in block {id}")))?;
         out.samples += u64::from(n);
         out.chunks += 1;
-        widen(out, mint, maxt);
+        widen(out, mint_ms, maxt_ms);
     }
     Ok(())
 }
 
 /// Summarizes one record of the main tree other than the meta: a series,
-/// a block's chunk index (keeping the chunks at or after `floor` of series
+/// a block's chunk index (keeping the chunks at or after `floor_ms` of series
 /// present), or a shard of open chunks.
 fn summarize_main(
     out: &mut ExportSummary,
     series_ids: &mut std::collections::HashSet<SeriesId>,
     index: &mut HashMap<u64, Vec<(u32, u32, i64, i64)>>,
-    floor: i64,
+    floor_ms: i64,
     k: &[u8],
     v: &[u8],
 ) -> Result<(), Error> {
@@ -750,8 +750,8 @@ fn summarize_main(
             let block = block_id(k)?;
             let live: Vec<_> = decode_index(v)?
                 .into_iter()
-                .filter(|e| e.maxt >= floor && series_ids.contains(&e.series))
-                .map(|e| (e.offset, e.len, e.mint, e.maxt))
+                .filter(|e| e.maxt_ms >= floor_ms && series_ids.contains(&e.series))
+                .map(|e| (e.offset, e.len, e.mint_ms, e.maxt_ms))
                 .collect();
             index.insert(block, live);
         }
@@ -759,13 +759,13 @@ fn summarize_main(
             for (_, st) in decode_open_shard(v)? {
                 let (open, ooo) = super::head::decode_open_state_pub(&st)?;
                 if let Some(c) = open {
-                    if let (Some(lo), Some(hi)) = (c.first_t(), c.last_t()) {
-                        widen(out, lo, hi);
+                    if let (Some(lo_ms), Some(hi_ms)) = (c.first_t_ms(), c.last_t_ms()) {
+                        widen(out, lo_ms, hi_ms);
                     }
                     out.samples += c.num_samples() as u64;
                 }
-                if let (Some(&(lo, _)), Some(&(hi, _))) = (ooo.first(), ooo.last()) {
-                    widen(out, lo, hi);
+                if let (Some(&(lo_ms, _)), Some(&(hi_ms, _))) = (ooo.first(), ooo.last()) {
+                    widen(out, lo_ms, hi_ms);
                 }
                 out.samples += ooo.len() as u64;
             }
@@ -819,8 +819,8 @@ pub fn summarize_export(r: &mut impl Read) -> Result<ExportSummary, Error> {
                             meta = Some(decode_meta(&v)?);
                             continue;
                         }
-                        let floor = meta.as_ref().map_or(i64::MIN, |m| m.min_valid_t);
-                        summarize_main(&mut out, &mut series_ids, &mut index, floor, &k, &v)?;
+                        let floor_ms = meta.as_ref().map_or(i64::MIN, |m| m.min_valid_t_ms);
+                        summarize_main(&mut out, &mut series_ids, &mut index, floor_ms, &k, &v)?;
                     }
                 }
             }
@@ -912,7 +912,7 @@ mod tests {
             version: CHECKPOINT_FORMAT_VERSION + 1,
             upper: vec![],
             next_series_id: 0,
-            min_valid_t: 0,
+            min_valid_t_ms: 0,
             next_block_id: 0,
         };
         let b = crate::codec::encode_to_vec(&m).unwrap();
@@ -926,8 +926,8 @@ mod tests {
             IndexEntry {
                 series: 3,
                 seq: 0,
-                mint: -5,
-                maxt: 10,
+                mint_ms: -5,
+                maxt_ms: 10,
                 ooo: false,
                 offset: 4,
                 len: 20,
@@ -935,15 +935,15 @@ mod tests {
             IndexEntry {
                 series: 1,
                 seq: 7,
-                mint: i64::MIN,
-                maxt: i64::MAX,
+                mint_ms: i64::MIN,
+                maxt_ms: i64::MAX,
                 ooo: true,
                 offset: 24,
                 len: 9,
             },
         ];
         let back = decode_index(&encode_index(&entries)).unwrap();
-        let key = |e: &IndexEntry| (e.series, e.seq, e.mint, e.maxt, e.ooo, e.offset, e.len);
+        let key = |e: &IndexEntry| (e.series, e.seq, e.mint_ms, e.maxt_ms, e.ooo, e.offset, e.len);
         assert_eq!(
             back.iter().map(key).collect::<Vec<_>>(),
             entries.iter().map(key).collect::<Vec<_>>()

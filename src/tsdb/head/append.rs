@@ -38,7 +38,7 @@ impl Head {
             closed: Vec::new(),
             open: None,
             ooo: Vec::new(),
-            max_t: i64::MIN,
+            max_t_ms: i64::MIN,
             last_bits: 0,
             next_seq: 0,
             dirty: false,
@@ -50,8 +50,8 @@ impl Head {
     }
 
     /// Appends one sample with Prometheus's rules (DESIGN decision 3).
-    pub fn append(&mut self, id: SeriesId, t: i64, v: f64) -> Result<Appended, Reject> {
-        let result = self.append_inner(id, t, v);
+    pub fn append(&mut self, id: SeriesId, t_ms: i64, v: f64) -> Result<Appended, Reject> {
+        let result = self.append_inner(id, t_ms, v);
         match result {
             Ok(Appended::New) => self.stats.samples_appended += 1,
             Ok(Appended::Duplicate) => self.stats.samples_duplicate += 1,
@@ -60,25 +60,25 @@ impl Head {
         result
     }
 
-    fn append_inner(&mut self, id: SeriesId, t: i64, v: f64) -> Result<Appended, Reject> {
-        if t < self.min_valid_t {
+    fn append_inner(&mut self, id: SeriesId, t_ms: i64, v: f64) -> Result<Appended, Reject> {
+        if t_ms < self.min_valid_t_ms {
             return Err(Reject::OutOfBounds);
         }
         let chunk_samples = self.opts.chunk_samples;
-        let ooo_window = self.opts.ooo_window_ms;
+        let ooo_window_ms = self.opts.ooo_window_ms;
         let Some(s) = self.series.get_mut(id as usize).and_then(Option::as_mut) else {
             // Ids come from get_or_create in the same apply: a miss is a bug.
             panic!("append to unknown series {id}");
         };
         let bits = v.to_bits();
-        if s.max_t == i64::MIN || t > s.max_t {
+        if s.max_t_ms == i64::MIN || t_ms > s.max_t_ms {
             if s.open.as_ref().is_some_and(|c| c.num_samples() >= chunk_samples) {
                 let full = s.open.take().expect("checked above");
                 Self::close_chunk(s, full, false, id, &mut self.new_chunks);
                 self.stats.chunks_cut += 1;
             }
-            s.open.get_or_insert_with(XorChunk::new).append(t, v);
-            s.max_t = t;
+            s.open.get_or_insert_with(XorChunk::new).append(t_ms, v);
+            s.max_t_ms = t_ms;
             s.last_bits = bits;
             Self::mark_dirty(s, id, &mut self.dirty_series);
             return Ok(Appended::New);
@@ -86,12 +86,12 @@ impl Head {
         // The deliberate bug `ApplyTwice` (see crate::sim_bugs): an exact
         // duplicate of the newest sample is appended again.
         #[cfg(feature = "sim-bugs")]
-        if t == s.max_t && bits == s.last_bits && crate::sim_bugs::enabled(crate::sim_bugs::Bug::ApplyTwice) {
-            s.open.get_or_insert_with(XorChunk::new).append(t, v);
+        if t_ms == s.max_t_ms && bits == s.last_bits && crate::sim_bugs::enabled(crate::sim_bugs::Bug::ApplyTwice) {
+            s.open.get_or_insert_with(XorChunk::new).append(t_ms, v);
             Self::mark_dirty(s, id, &mut self.dirty_series);
             return Ok(Appended::New);
         }
-        if t == s.max_t {
+        if t_ms == s.max_t_ms {
             return if bits == s.last_bits {
                 Ok(Appended::Duplicate)
             } else {
@@ -101,32 +101,32 @@ impl Head {
         // A sender retrying a batch after a failover resends samples that
         // are already stored: recognise those in the open chunk as exact
         // duplicates (no-ops) instead of out-of-order rejections.
-        if let Some(open) = s.open.as_ref().filter(|c| c.first_t().is_some_and(|f| f <= t)) {
-            for (ts, val) in open.iter().flatten() {
-                if ts == t {
+        if let Some(open) = s.open.as_ref().filter(|c| c.first_t_ms().is_some_and(|f| f <= t_ms)) {
+            for (ts_ms, val) in open.iter().flatten() {
+                if ts_ms == t_ms {
                     return if val.to_bits() == bits {
                         Ok(Appended::Duplicate)
                     } else {
                         Err(Reject::DuplicateTimestamp)
                     };
                 }
-                if ts > t {
+                if ts_ms > t_ms {
                     break;
                 }
             }
         }
-        if ooo_window <= 0 || t < s.max_t.saturating_sub(ooo_window) {
+        if ooo_window_ms <= 0 || t_ms < s.max_t_ms.saturating_sub(ooo_window_ms) {
             return Err(Reject::OutOfOrder);
         }
-        match s.ooo.binary_search_by_key(&t, |&(ts, _)| ts) {
+        match s.ooo.binary_search_by_key(&t_ms, |&(ts_ms, _)| ts_ms) {
             Ok(i) if s.ooo[i].1.to_bits() == bits => return Ok(Appended::Duplicate),
             Ok(_) => return Err(Reject::DuplicateTimestamp),
-            Err(i) => s.ooo.insert(i, (t, v)),
+            Err(i) => s.ooo.insert(i, (t_ms, v)),
         }
         if s.ooo.len() >= chunk_samples {
             let mut c = XorChunk::new();
-            for &(ts, val) in &s.ooo {
-                c.append(ts, val);
+            for &(ts_ms, val) in &s.ooo {
+                c.append(ts_ms, val);
             }
             s.ooo = Vec::new();
             Self::close_chunk(s, c, true, id, &mut self.new_chunks);
@@ -145,14 +145,14 @@ impl Head {
 
     fn close_chunk(s: &mut MemSeries, mut c: XorChunk, ooo: bool, id: SeriesId, new_chunks: &mut Vec<(SeriesId, u32)>) {
         c.shrink_to_fit();
-        let (Some(mint), Some(maxt)) = (c.first_t(), c.last_t()) else {
+        let (Some(mint_ms), Some(maxt_ms)) = (c.first_t_ms(), c.last_t_ms()) else {
             return;
         };
         let seq = s.next_seq;
         s.next_seq += 1;
         s.closed.push(ChunkMeta {
-            mint,
-            maxt,
+            mint_ms,
+            maxt_ms,
             seq,
             ooo,
             pending: Some(Arc::from(c.bytes())),
@@ -209,7 +209,7 @@ mod tests {
         let s = h.series(id).unwrap();
         assert_eq!(s.closed.len(), 1, "the 121st sample cuts the first chunk");
         let c = &s.closed[0];
-        assert_eq!((c.mint, c.maxt, c.seq, c.ooo), (0, 119_000, 0, false));
+        assert_eq!((c.mint_ms, c.maxt_ms, c.seq, c.ooo), (0, 119_000, 0, false));
         assert!(
             c.pending.is_some() && c.loc.is_none(),
             "a cut chunk waits for the checkpoint"
@@ -227,7 +227,7 @@ mod tests {
         h.append(id, 2000, 2.0).unwrap();
         assert_eq!(h.append(id, 1500, 1.5), Err(Reject::OutOfOrder));
         assert_eq!(h.stats().rejected.get(&Reject::OutOfOrder), Some(&1));
-        assert_eq!(h.series(id).unwrap().max_t, 2000);
+        assert_eq!(h.series(id).unwrap().max_t_ms, 2000);
     }
 
     #[test]
@@ -248,8 +248,8 @@ mod tests {
         );
         let s = h.series(id).unwrap();
         assert_eq!(s.ooo, vec![(9_500, 2.0), (9_700, 3.0)], "kept sorted by time");
-        assert_eq!(s.max_t, 10_000, "out-of-order samples do not move the newest time");
-        assert_eq!(s.min_time(), 9_500);
+        assert_eq!(s.max_t_ms, 10_000, "out-of-order samples do not move the newest time");
+        assert_eq!(s.min_time_ms(), 9_500);
     }
 
     #[test]
@@ -266,7 +266,10 @@ mod tests {
         assert_eq!(s.closed.len(), 1);
         let c = &s.closed[0];
         assert!(c.ooo);
-        assert_eq!((c.mint, c.maxt), (999_999 - (CHUNK_SAMPLES_TARGET as i64 - 1), 999_999));
+        assert_eq!(
+            (c.mint_ms, c.maxt_ms),
+            (999_999 - (CHUNK_SAMPLES_TARGET as i64 - 1), 999_999)
+        );
         let samples: Vec<(i64, f64)> = crate::tsdb::chunk::iter_bytes(c.pending.as_ref().unwrap())
             .map(Result::unwrap)
             .collect();
@@ -337,7 +340,7 @@ mod tests {
         let id = series(&mut h);
         h.append(id, 1000, 1.0).unwrap();
         h.apply_retention(5000);
-        assert_eq!(h.min_valid_t(), 5000);
+        assert_eq!(h.min_valid_t_ms(), 5000);
         let id = series(&mut h);
         assert_eq!(h.append(id, 4999, 1.0), Err(Reject::OutOfBounds));
         assert_eq!(

@@ -34,7 +34,7 @@ pub struct CheckpointDelta {
     /// Next series id.
     pub next_series_id: SeriesId,
     /// Lowest timestamp accepted (retention).
-    pub min_valid_t: i64,
+    pub min_valid_t_ms: i64,
     /// Metric metadata, when it changed.
     pub metadata: Option<Vec<Metadata>>,
 }
@@ -45,7 +45,7 @@ impl Head {
     pub fn checkpoint_delta(&self) -> CheckpointDelta {
         let mut d = CheckpointDelta {
             next_series_id: self.next_series_id(),
-            min_valid_t: self.min_valid_t,
+            min_valid_t_ms: self.min_valid_t_ms,
             ..Default::default()
         };
         for &id in &self.new_series {
@@ -141,7 +141,7 @@ impl Head {
         };
         // An open state carries the newest in-order sample; a series without
         // one never had an in-order sample (see `apply_retention`).
-        let (max_t, last_bits) = open.and_then(open_state_last).unwrap_or((i64::MIN, 0));
+        let (max_t_ms, last_bits) = open.and_then(open_state_last).unwrap_or((i64::MIN, 0));
         let next_seq = closed.iter().map(|c| c.seq + 1).max().unwrap_or(0);
         // Persisted chunks carry no bytes in memory.
         let closed: Vec<ChunkMeta> = closed
@@ -160,7 +160,7 @@ impl Head {
             closed,
             open: open_chunk,
             ooo,
-            max_t,
+            max_t_ms,
             last_bits,
             next_seq,
             dirty: false,
@@ -174,11 +174,11 @@ impl Head {
     }
 
     /// Sets restored global state (startup).
-    pub fn restore_globals(&mut self, next_series_id: SeriesId, min_valid_t: i64, metadata: Vec<Metadata>) {
+    pub fn restore_globals(&mut self, next_series_id: SeriesId, min_valid_t_ms: i64, metadata: Vec<Metadata>) {
         if self.series.len() < next_series_id as usize {
             self.series.resize_with(next_series_id as usize, || None);
         }
-        self.min_valid_t = min_valid_t;
+        self.min_valid_t_ms = min_valid_t_ms;
         self.metadata = metadata
             .into_iter()
             .map(|m| (m.metric_family_name.clone(), m))
@@ -186,7 +186,7 @@ impl Head {
     }
 }
 
-/// Open state layout: `[u32 BE open chunk len][open chunk bytes][u32 BE ooo count]([i64 BE t][u64 BE v bits])*[i64 BE max_t][u64 BE last value bits]`.
+/// Open state layout: `[u32 BE open chunk len][open chunk bytes][u32 BE ooo count]([i64 BE t_ms][u64 BE v bits])*[i64 BE max_t_ms][u64 BE last value bits]`.
 fn encode_open_state(s: &MemSeries) -> Option<Vec<u8>> {
     let open: &[u8] = s.open.as_ref().map_or(&[], XorChunk::bytes);
     if open.is_empty() && s.ooo.is_empty() {
@@ -196,13 +196,13 @@ fn encode_open_state(s: &MemSeries) -> Option<Vec<u8>> {
     out.extend_from_slice(&(open.len() as u32).to_be_bytes());
     out.extend_from_slice(open);
     out.extend_from_slice(&(s.ooo.len() as u32).to_be_bytes());
-    for &(t, v) in &s.ooo {
-        out.extend_from_slice(&t.to_be_bytes());
+    for &(t_ms, v) in &s.ooo {
+        out.extend_from_slice(&t_ms.to_be_bytes());
         out.extend_from_slice(&v.to_bits().to_be_bytes());
     }
     // The last in-order sample's value is needed for duplicate detection
     // when the open chunk was just cut and is empty.
-    out.extend_from_slice(&s.max_t.to_be_bytes());
+    out.extend_from_slice(&s.max_t_ms.to_be_bytes());
     out.extend_from_slice(&s.last_bits.to_be_bytes());
     Some(out)
 }
@@ -230,9 +230,9 @@ fn decode_open_state(b: &[u8]) -> Result<OpenState, Error> {
     let n = u32::from_be_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
     let mut ooo = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
-        let t = i64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
+        let t_ms = i64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
         let v = f64::from_bits(u64::from_be_bytes(take(8)?.try_into().expect("8 bytes")));
-        ooo.push((t, v));
+        ooo.push((t_ms, v));
     }
     Ok((open, ooo))
 }
@@ -243,7 +243,7 @@ pub fn decode_open_state_pub(b: &[u8]) -> Result<OpenState, Error> {
     decode_open_state(b)
 }
 
-/// Reads the trailing `(max_t, last_bits)` of an encoded open state.
+/// Reads the trailing `(max_t_ms, last_bits)` of an encoded open state.
 pub fn open_state_last(b: &[u8]) -> Option<(i64, u64)> {
     if b.len() < 16 {
         return None;
@@ -285,7 +285,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .flat_map(|s| s.samples)
-            .map(|(t, v)| (t, v.to_bits()))
+            .map(|(t_ms, v)| (t_ms, v.to_bits()))
             .collect()
     }
 
@@ -331,12 +331,12 @@ mod tests {
         assert_eq!(db.digest().unwrap(), digest);
         assert_eq!(select_all(&db, "a"), a);
         let head = db.head();
-        assert_eq!(head.min_valid_t(), 60_000);
+        assert_eq!(head.min_valid_t_ms(), 60_000);
         assert_eq!(head.num_series(), status.num_series);
         assert_eq!(head.metadata().len(), 3);
         let id = head.lookup(&Labels::from_pairs([("__name__", "a")])).unwrap();
         let s = head.series(id).unwrap();
-        assert_eq!((s.max_t, s.last_bits), (400_000, 7.0f64.to_bits()));
+        assert_eq!((s.max_t_ms, s.last_bits), (400_000, 7.0f64.to_bits()));
         assert!(s.closed.iter().all(|c| c.pending.is_none() && c.loc.is_some()));
         assert!(s.closed.iter().any(|c| c.ooo));
         assert!(!s.ooo.is_empty(), "the buffered out-of-order samples come back");
@@ -352,8 +352,8 @@ mod tests {
             chunk_samples: 120,
         });
         let id = h.get_or_create(&Labels::from_pairs([("__name__", "a")]));
-        for t in [1000, 1010, 1020] {
-            h.append(id, t, t as f64).unwrap();
+        for t_ms in [1000, 1010, 1020] {
+            h.append(id, t_ms, t_ms as f64).unwrap();
         }
         h.append(id, 950, 0.5).unwrap();
         let s = h.series(id).unwrap();

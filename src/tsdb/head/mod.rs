@@ -85,10 +85,10 @@ pub enum Appended {
 /// Where a closed chunk's bytes are.
 #[derive(Debug, Clone)]
 pub struct ChunkMeta {
-    /// First sample time.
-    pub mint: i64,
-    /// Last sample time.
-    pub maxt: i64,
+    /// First sample time (ms since the epoch).
+    pub mint_ms: i64,
+    /// Last sample time (ms since the epoch).
+    pub maxt_ms: i64,
     /// Per-series chunk number, increasing, never reused.
     pub seq: u32,
     /// True for a chunk of out-of-order samples (may overlap others).
@@ -122,11 +122,11 @@ pub struct MemSeries {
     pub closed: Vec<ChunkMeta>,
     /// The chunk being appended to.
     pub open: Option<XorChunk>,
-    /// Out-of-order samples not yet cut into a chunk, sorted by time.
+    /// Out-of-order samples `(t_ms, value)` not yet cut into a chunk, sorted by time.
     pub ooo: Vec<(i64, f64)>,
     /// Newest in-order timestamp, `i64::MIN` for none.
-    pub max_t: i64,
-    /// Bits of the value at `max_t`.
+    pub max_t_ms: i64,
+    /// Bits of the value at `max_t_ms`.
     pub last_bits: u64,
     /// Next chunk seq.
     pub next_seq: u32,
@@ -136,27 +136,27 @@ pub struct MemSeries {
 
 impl MemSeries {
     /// Oldest sample time held (any chunk), or `i64::MAX` when empty.
-    pub fn min_time(&self) -> i64 {
-        let mut t = self.closed.iter().map(|c| c.mint).min().unwrap_or(i64::MAX);
-        if let Some(o) = self.open.as_ref().and_then(XorChunk::first_t) {
-            t = t.min(o);
+    pub fn min_time_ms(&self) -> i64 {
+        let mut t_ms = self.closed.iter().map(|c| c.mint_ms).min().unwrap_or(i64::MAX);
+        if let Some(other_ms) = self.open.as_ref().and_then(XorChunk::first_t_ms) {
+            t_ms = t_ms.min(other_ms);
         }
-        if let Some(&(o, _)) = self.ooo.first() {
-            t = t.min(o);
+        if let Some(&(other_ms, _)) = self.ooo.first() {
+            t_ms = t_ms.min(other_ms);
         }
-        t
+        t_ms
     }
 
     /// Newest sample time held, or `i64::MIN` when empty.
-    pub fn max_time(&self) -> i64 {
-        let mut t = self.max_t;
+    pub fn max_time_ms(&self) -> i64 {
+        let mut t_ms = self.max_t_ms;
         for c in &self.closed {
-            t = t.max(c.maxt);
+            t_ms = t_ms.max(c.maxt_ms);
         }
-        if let Some(&(o, _)) = self.ooo.last() {
-            t = t.max(o);
+        if let Some(&(other_ms, _)) = self.ooo.last() {
+            t_ms = t_ms.max(other_ms);
         }
-        t
+        t_ms
     }
 
     fn is_empty(&self) -> bool {
@@ -222,7 +222,7 @@ pub struct Head {
     collisions: HashMap<u64, Vec<SeriesId>>,
     postings: Postings,
     live_series: usize,
-    min_valid_t: i64,
+    min_valid_t_ms: i64,
     metadata: HashMap<String, Metadata>,
     metadata_dirty: bool,
     stats: HeadStats,
@@ -251,7 +251,7 @@ impl Head {
             collisions: HashMap::new(),
             postings: Postings::default(),
             live_series: 0,
-            min_valid_t: i64::MIN,
+            min_valid_t_ms: i64::MIN,
             metadata: HashMap::new(),
             metadata_dirty: false,
             stats: HeadStats::default(),
@@ -296,8 +296,8 @@ impl Head {
     }
 
     /// Lowest timestamp accepted.
-    pub fn min_valid_t(&self) -> i64 {
-        self.min_valid_t
+    pub fn min_valid_t_ms(&self) -> i64 {
+        self.min_valid_t_ms
     }
 
     /// Counts series `id` (whose labels hash to `h`) as live and makes it

@@ -27,7 +27,7 @@ const SERIES: usize = 3;
 enum Op {
     Append {
         series: usize,
-        t: i64,
+        t_ms: i64,
         v: u8,
     },
     Retention {
@@ -43,8 +43,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        24 => (0..SERIES, 0i64..400, 0u8..3).prop_map(|(series, t, v)| Op::Append { series, t, v }),
-        24 => (0..SERIES, 0i64..8, 0u8..3).prop_map(|(series, d, v)| Op::Append { series, t: 400 + d * 7, v }),
+        24 => (0..SERIES, 0i64..400, 0u8..3).prop_map(|(series, t_ms, v)| Op::Append { series, t_ms, v }),
+        24 => (0..SERIES, 0i64..8, 0u8..3).prop_map(|(series, d, v)| Op::Append { series, t_ms: 400 + d * 7, v }),
         1 => (0i64..300).prop_map(|cutoff_ms| Op::Retention { cutoff_ms }),
         2 => Just(Op::Checkpoint),
         1 => Just(Op::Reopen),
@@ -89,59 +89,59 @@ struct ModelSeries {
 
 #[derive(Debug, Clone)]
 struct Model {
-    floor: i64,
+    floor_ms: i64,
     window_ms: i64,
     series: Vec<ModelSeries>,
 }
 
 impl Model {
-    fn allowed(&self, series: usize, t: i64, bits: u64) -> Vec<Outcome> {
+    fn allowed(&self, series: usize, t_ms: i64, bits: u64) -> Vec<Outcome> {
         use Outcome::*;
         let s = &self.series[series];
-        if t < self.floor {
+        if t_ms < self.floor_ms {
             return vec![OutOfBounds];
         }
-        let Some((newest, newest_bits)) = s.newest else {
+        let Some((newest_ms, newest_bits)) = s.newest else {
             return vec![New];
         };
-        if t > newest {
+        if t_ms > newest_ms {
             return vec![New];
         }
-        if t == newest {
+        if t_ms == newest_ms {
             return vec![if bits == newest_bits {
                 Duplicate
             } else {
                 DuplicateTimestamp
             }];
         }
-        let inside = self.window_ms > 0 && t >= newest.saturating_sub(self.window_ms);
-        // Which of the values held for `t` the head compares with depends on
+        let inside = self.window_ms > 0 && t_ms >= newest_ms.saturating_sub(self.window_ms);
+        // Which of the values held for `t_ms` the head compares with depends on
         // the chunk it is in: any of them may answer.
         let mut out = vec![if inside { New } else { OutOfOrder }];
-        for &b in s.samples.get(&t).into_iter().flatten() {
+        for &b in s.samples.get(&t_ms).into_iter().flatten() {
             out.push(if b == bits { Duplicate } else { DuplicateTimestamp });
         }
         out
     }
 
-    fn record(&mut self, series: usize, t: i64, bits: u64, got: Outcome) {
+    fn record(&mut self, series: usize, t_ms: i64, bits: u64, got: Outcome) {
         if got != Outcome::New {
             return;
         }
         let s = &mut self.series[series];
-        s.samples.entry(t).or_default().push(bits);
-        if s.newest.is_none_or(|(n, _)| t > n) {
-            s.newest = Some((t, bits));
+        s.samples.entry(t_ms).or_default().push(bits);
+        if s.newest.is_none_or(|(newest_ms, _)| t_ms > newest_ms) {
+            s.newest = Some((t_ms, bits));
         }
     }
 
     fn retention(&mut self, cutoff_ms: i64) {
-        if cutoff_ms <= self.floor {
+        if cutoff_ms <= self.floor_ms {
             return;
         }
-        self.floor = cutoff_ms;
+        self.floor_ms = cutoff_ms;
         for s in &mut self.series {
-            s.samples.retain(|&t, _| t >= cutoff_ms);
+            s.samples.retain(|&t_ms, _| t_ms >= cutoff_ms);
             if s.samples.is_empty() {
                 // Nothing at or after the cut-off: the series is removed
                 // and comes back as a new one.
@@ -172,13 +172,13 @@ fn check_reads(db: &Db, model: &Model, step: usize) -> Result<(), TestCaseError>
             Matcher::new(MatchOp::Equal, "s", i.to_string()).unwrap(),
         ];
         let got: BTreeMap<i64, u64> = db
-            .select(&matchers, model.floor, i64::MAX, usize::MAX)
+            .select(&matchers, model.floor_ms, i64::MAX, usize::MAX)
             .expect("select")
             .into_iter()
             .flat_map(|s| s.samples)
-            .map(|(t, v)| (t, v.to_bits()))
+            .map(|(t_ms, v)| (t_ms, v.to_bits()))
             .collect();
-        let want: BTreeMap<i64, u64> = m.samples.iter().map(|(&t, v)| (t, v[0])).collect();
+        let want: BTreeMap<i64, u64> = m.samples.iter().map(|(&t_ms, v)| (t_ms, v[0])).collect();
         prop_assert_eq!(&got, &want, "series {} after step {}", i, step);
     }
     Ok(())
@@ -189,27 +189,30 @@ fn check_reads(db: &Db, model: &Model, step: usize) -> Result<(), TestCaseError>
 /// (say an out-of-order buffer retention forgot to trim), this can.
 fn check_floor(db: &Db, step: usize) -> Result<(), TestCaseError> {
     let head = db.head();
-    let floor = head.min_valid_t();
+    let floor_ms = head.min_valid_t_ms();
     for (id, s) in head.iter_series() {
         prop_assert!(
-            s.closed.iter().all(|c| c.maxt >= floor),
+            s.closed.iter().all(|c| c.maxt_ms >= floor_ms),
             "series {} holds a chunk ending before the floor {} after step {}",
             id,
-            floor,
+            floor_ms,
             step
         );
         prop_assert!(
-            s.open.as_ref().and_then(|c| c.last_t()).is_none_or(|t| t >= floor),
+            s.open
+                .as_ref()
+                .and_then(|c| c.last_t_ms())
+                .is_none_or(|t_ms| t_ms >= floor_ms),
             "series {} has an open chunk ending before the floor {} after step {}",
             id,
-            floor,
+            floor_ms,
             step
         );
         prop_assert!(
-            s.ooo.iter().all(|&(t, _)| t >= floor),
+            s.ooo.iter().all(|&(t_ms, _)| t_ms >= floor_ms),
             "series {} buffers an out-of-order sample before the floor {} after step {}",
             id,
-            floor,
+            floor_ms,
             step
         );
     }
@@ -228,25 +231,25 @@ proptest! {
         let opts = HeadOptions { ooo_window_ms: window_ms, chunk_samples };
         let kv: Arc<dyn Kv> = Arc::new(MemKv::default());
         let mut db = open(&kv, &opts);
-        let mut model = Model { floor: i64::MIN, window_ms, series: vec![ModelSeries::default(); SERIES] };
+        let mut model = Model { floor_ms: i64::MIN, window_ms, series: vec![ModelSeries::default(); SERIES] };
         let mut at_checkpoint = (model.clone(), db.digest().unwrap());
         let upper = b"upper".to_vec();
         for (step, op) in ops.into_iter().enumerate() {
             match op {
-                Op::Append { series, t, v } => {
+                Op::Append { series, t_ms, v } => {
                     let v = value(v);
                     let r = db.apply(&AppendRequest {
-                        series: vec![SeriesSamples { labels: labels(series), samples: vec![(t, v)] }],
+                        series: vec![SeriesSamples { labels: labels(series), samples: vec![(t_ms, v)] }],
                         metadata: vec![],
                     });
                     let got = outcome(&r);
-                    let allowed = model.allowed(series, t, v.to_bits());
+                    let allowed = model.allowed(series, t_ms, v.to_bits());
                     prop_assert!(
                         allowed.contains(&got),
                         "step {}: append ({}, {}) to series {} answered {:?}, model allows {:?}",
-                        step, t, v, series, got, allowed
+                        step, t_ms, v, series, got, allowed
                     );
-                    model.record(series, t, v.to_bits(), got);
+                    model.record(series, t_ms, v.to_bits(), got);
                 }
                 Op::Retention { cutoff_ms } => {
                     db.apply_retention(cutoff_ms);

@@ -22,17 +22,17 @@ impl Head {
     /// Applies a retention cut-off: drops every chunk that ends before it and
     /// every series left empty; later appends before it are out of bounds.
     pub fn apply_retention(&mut self, cutoff_ms: i64) {
-        if cutoff_ms <= self.min_valid_t {
+        if cutoff_ms <= self.min_valid_t_ms {
             return;
         }
-        self.min_valid_t = cutoff_ms;
+        self.min_valid_t_ms = cutoff_ms;
         let mut emptied = Vec::new();
         for (idx, slot) in self.series.iter_mut().enumerate() {
             let Some(s) = slot.as_mut() else { continue };
             let id = idx as SeriesId;
             let before = s.closed.len();
             s.closed.retain(|c| {
-                let keep = c.maxt >= cutoff_ms;
+                let keep = c.maxt_ms >= cutoff_ms;
                 if let (false, Some(loc)) = (keep, c.loc) {
                     if let Some(n) = self.block_refs.get_mut(&loc.block) {
                         *n -= 1;
@@ -51,14 +51,14 @@ impl Head {
             }
             if s.open
                 .as_ref()
-                .and_then(XorChunk::last_t)
-                .is_some_and(|t| t < cutoff_ms)
+                .and_then(XorChunk::last_t_ms)
+                .is_some_and(|t_ms| t_ms < cutoff_ms)
             {
                 s.open = None;
                 Self::mark_dirty(s, id, &mut self.dirty_series);
             }
-            if s.ooo.first().is_some_and(|&(t, _)| t < cutoff_ms) {
-                s.ooo.retain(|&(t, _)| t >= cutoff_ms);
+            if s.ooo.first().is_some_and(|&(t_ms, _)| t_ms < cutoff_ms) {
+                s.ooo.retain(|&(t_ms, _)| t_ms >= cutoff_ms);
                 Self::mark_dirty(s, id, &mut self.dirty_series);
             }
             if s.is_empty() {
@@ -179,14 +179,14 @@ mod tests {
         );
         h.apply_retention(75);
         let s = h.series(id).unwrap();
-        let kept: Vec<(i64, i64)> = s.closed.iter().map(|c| (c.mint, c.maxt)).collect();
+        let kept: Vec<(i64, i64)> = s.closed.iter().map(|c| (c.mint_ms, c.maxt_ms)).collect();
         assert_eq!(kept, vec![(80, 110), (120, 150)], "a chunk ending before 75 goes");
-        assert_eq!(s.min_time(), 80);
+        assert_eq!(s.min_time_ms(), 80);
         // Unsaved chunks that were dropped are forgotten by the next checkpoint.
         let d = h.checkpoint_delta();
         let seqs: Vec<u32> = d.new_chunks.iter().map(|(_, c)| c.seq).collect();
         assert_eq!(seqs, vec![2, 3]);
-        assert_eq!(d.min_valid_t, 75);
+        assert_eq!(d.min_valid_t_ms, 75);
     }
 
     #[test]
@@ -194,7 +194,7 @@ mod tests {
         let (mut h, id) = head_with_chunks();
         h.apply_retention(45);
         let s = h.series(id).unwrap();
-        assert_eq!(s.closed[0].mint, 40, "[40,70] ends after 45: kept whole");
+        assert_eq!(s.closed[0].mint_ms, 40, "[40,70] ends after 45: kept whole");
         assert_eq!(h.num_series(), 1);
     }
 
@@ -203,7 +203,7 @@ mod tests {
         let (mut h, id) = head_with_chunks();
         h.apply_retention(100);
         h.apply_retention(50);
-        assert_eq!(h.min_valid_t(), 100);
+        assert_eq!(h.min_valid_t_ms(), 100);
         assert_eq!(h.series(id).unwrap().closed.len(), 2, "[80,110] and [120,150] remain");
     }
 
@@ -223,7 +223,7 @@ mod tests {
         // Coming back, the series gets a new id.
         let again = h.get_or_create(&labels("a"));
         assert_eq!(again, 2);
-        assert_eq!(h.series(again).unwrap().max_t, i64::MIN, "a new series starts empty");
+        assert_eq!(h.series(again).unwrap().max_t_ms, i64::MIN, "a new series starts empty");
     }
 
     #[test]
