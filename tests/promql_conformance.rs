@@ -445,14 +445,14 @@ fn run_eval(engine: &Engine, storage: &TrackingStorage, line: &str, body: &[&str
                     if let Some(&(_, v)) = s.points.iter().find(|p| p.0 == start) {
                         samples.push(promraft::promql::Sample {
                             labels: s.labels,
-                            t: start,
+                            t_ms: start,
                             v,
                         });
                     }
                 }
             }
             let as_value = match (&res.value, samples.first()) {
-                (Value::Scalar { .. }, Some(s)) => Value::Scalar { t: start, v: s.v },
+                (Value::Scalar { .. }, Some(s)) => Value::Scalar { t_ms: start, v: s.v },
                 (Value::Scalar { .. }, None) => return Outcome::Fail("range mode lost the scalar".into()),
                 _ => Value::Vector(samples),
             };

@@ -50,10 +50,10 @@ impl Engine {
         let val = ev.eval(&ast, &grid)?;
         let value = match val {
             Eval::Scalar(v) => Value::Scalar {
-                t: time_ms,
+                t_ms: time_ms,
                 v: v.first().copied().unwrap_or(f64::NAN),
             },
-            Eval::String(s) => Value::String { t: time_ms, s },
+            Eval::String(s) => Value::String { t_ms: time_ms, s },
             Eval::Vector(series) => {
                 let series = drop_names(series);
                 let mut out = Vec::with_capacity(series.len());
@@ -61,7 +61,7 @@ impl Engine {
                     if let Some(Some(v)) = s.vals.first() {
                         out.push(Sample {
                             labels: s.labels,
-                            t: time_ms,
+                            t_ms: time_ms,
                             v: *v,
                         });
                     }
@@ -171,25 +171,25 @@ impl Engine {
         &self,
         storage: &'a dyn Storage,
         query: &'a str,
-        start: i64,
-        end: i64,
-        step: i64,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
         opts: &QueryOpts,
     ) -> Evaluator<'a> {
         let timeout = opts.timeout.unwrap_or(self.opts.timeout);
         Evaluator {
             storage,
             query,
-            query_start: start,
-            query_end: end,
-            query_step: step,
-            lookback: opts.lookback_delta_ms.unwrap_or(self.opts.lookback_delta_ms).max(1),
+            query_start_ms: start_ms,
+            query_end_ms: end_ms,
+            query_step_ms: step_ms,
+            lookback_ms: opts.lookback_delta_ms.unwrap_or(self.opts.lookback_delta_ms).max(1),
             deadline: Instant::now() + timeout,
             samples_max: self.opts.samples_max,
             samples_cur: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
-            range_query: step > 0,
+            range_query: step_ms > 0,
         }
     }
 }
@@ -226,14 +226,15 @@ pub(crate) struct Evaluator<'a> {
     storage: &'a dyn Storage,
     /// The query text, to give annotations a `(line:col)` position.
     query: &'a str,
-    /// Query start and end, for `@ start()` / `@ end()`.
-    pub query_start: i64,
-    /// Query end (equal to the start for instant queries).
-    pub query_end: i64,
+    /// Query start (ms since the epoch), for `@ start()`.
+    pub query_start_ms: i64,
+    /// Query end (ms since the epoch), for `@ end()`; equal to the start
+    /// for instant queries.
+    pub query_end_ms: i64,
     /// Query step in ms; 0 for instant queries.
-    pub query_step: i64,
+    pub query_step_ms: i64,
     /// Lookback delta (ms).
-    pub lookback: i64,
+    pub lookback_ms: i64,
     deadline: Instant,
     samples_max: usize,
     samples_cur: usize,
@@ -246,22 +247,22 @@ pub(crate) struct Evaluator<'a> {
 }
 
 /// Raw data for a range-vector function: series, the window end of every
-/// step, and the window length.
+/// step (ms since the epoch), and the window length (ms).
 pub(crate) struct RangeInput {
     pub series: Vec<RangeSeries>,
-    pub refs: Vec<i64>,
-    pub range: i64,
+    pub refs_ms: Vec<i64>,
+    pub range_ms: i64,
     /// Samples accounted against the limit; released by [`Evaluator::release`].
     pub loaded: usize,
 }
 
 impl RangeInput {
     /// No series: the grid has no step inside the selector's `@` range.
-    fn empty(refs: Vec<i64>, range: i64) -> RangeInput {
+    fn empty(refs_ms: Vec<i64>, range_ms: i64) -> RangeInput {
         RangeInput {
             series: Vec::new(),
-            refs,
-            range,
+            refs_ms,
+            range_ms,
             loaded: 0,
         }
     }
@@ -350,12 +351,13 @@ impl<'a> Evaluator<'a> {
                 // A bare range vector is only valid as the whole of an instant
                 // query; it then shows the raw samples of each window.
                 let input = self.range_input(expr, grid)?;
-                let r = input.refs.first().copied().unwrap_or(grid.start);
+                let ref_ms = input.refs_ms.first().copied().unwrap_or(grid.start_ms);
                 let series = input
                     .series
                     .into_iter()
                     .map(|mut s| {
-                        s.samples.retain(|&(t, _)| t > r - input.range && t <= r);
+                        s.samples
+                            .retain(|&(t_ms, _)| t_ms > ref_ms - input.range_ms && t_ms <= ref_ms);
                         s
                     })
                     .collect();
@@ -387,33 +389,34 @@ impl<'a> Evaluator<'a> {
     /// The time in ms an `@` modifier pins evaluation to.
     fn at_ms(&self, at: &AtModifier) -> i64 {
         match at {
-            AtModifier::Start => self.query_start,
-            AtModifier::End => self.query_end,
-            AtModifier::At(t) => system_time_ms(*t),
+            AtModifier::Start => self.query_start_ms,
+            AtModifier::End => self.query_end_ms,
+            AtModifier::At(time) => system_time_ms(*time),
         }
     }
 
     /// The reference time (window end) of every grid step for a selector
-    /// with these modifiers: the step time or the `@` time, minus the offset.
-    fn refs(&self, at: &Option<AtModifier>, offset: &Option<Offset>, grid: &Grid) -> Vec<i64> {
-        let off = offset_ms(offset);
+    /// with these modifiers: the step time or the `@` time, minus the offset
+    /// (all ms since the epoch).
+    fn refs_ms(&self, at: &Option<AtModifier>, offset: &Option<Offset>, grid: &Grid) -> Vec<i64> {
+        let off_ms = offset_ms(offset);
         match at {
-            Some(a) => vec![self.at_ms(a) - off; grid.n],
-            None => (0..grid.n).map(|i| grid.t(i) - off).collect(),
+            Some(a) => vec![self.at_ms(a) - off_ms; grid.n],
+            None => (0..grid.n).map(|i| grid.t_ms(i) - off_ms).collect(),
         }
     }
 
-    /// Loads the series matching a selector with samples in [mint, maxt].
-    fn select(&mut self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, QueryError> {
+    /// Loads the series matching a selector with samples in [mint_ms, maxt_ms].
+    fn select(&mut self, vs: &VectorSelector, mint_ms: i64, maxt_ms: i64) -> Result<Vec<SeriesSamples>, QueryError> {
         let alternatives = selector_matchers(vs)?;
         if alternatives.len() == 1 {
-            return Ok(self.storage.select(&alternatives[0], mint, maxt)?);
+            return Ok(self.storage.select(&alternatives[0], mint_ms, maxt_ms)?);
         }
         // `{a="1" or b="2"}`: union of the alternatives, each series once.
         let mut seen: HashMap<Labels, ()> = HashMap::new();
         let mut out = Vec::new();
         for ms in &alternatives {
-            for s in self.storage.select(ms, mint, maxt)? {
+            for s in self.storage.select(ms, mint_ms, maxt_ms)? {
                 if seen.insert(s.labels.clone(), ()).is_none() {
                     out.push(s);
                 }
@@ -434,10 +437,10 @@ impl<'a> Evaluator<'a> {
         if grid.n == 0 {
             return Ok(Vec::new());
         }
-        let refs = self.refs(&vs.at, &vs.offset, grid);
-        let (lo, hi) = min_max(&refs);
-        // Lookback windows are left-open: (ref - lookback, ref].
-        let data = self.select(vs, lo - self.lookback + 1, hi)?;
+        let refs_ms = self.refs_ms(&vs.at, &vs.offset, grid);
+        let (lo_ms, hi_ms) = min_max(&refs_ms);
+        // Lookback windows are left-open: (ref_ms - lookback_ms, ref_ms].
+        let data = self.select(vs, lo_ms - self.lookback_ms + 1, hi_ms)?;
         let loaded: usize = data.iter().map(|s| s.samples.len()).sum();
         self.hold(loaded)?;
         let mut out = Vec::with_capacity(data.len());
@@ -447,18 +450,18 @@ impl<'a> Evaluator<'a> {
             let mut vals = vec![None; grid.n];
             let mut any = false;
             let mut j = 0usize;
-            for (i, &r) in refs.iter().enumerate() {
+            for (i, &ref_ms) in refs_ms.iter().enumerate() {
                 // Refs never decrease (a grid plus a constant offset, or a
                 // constant `@`), so one forward-moving index suffices.
-                while j < samples.len() && samples[j].0 <= r {
+                while j < samples.len() && samples[j].0 <= ref_ms {
                     j += 1;
                 }
                 if j == 0 {
                     continue;
                 }
-                let (t, v) = samples[j - 1];
-                if t > r - self.lookback && !is_stale_marker(v) {
-                    vals[i] = Some(if want_timestamps { t as f64 / 1000.0 } else { v });
+                let (t_ms, v) = samples[j - 1];
+                if t_ms > ref_ms - self.lookback_ms && !is_stale_marker(v) {
+                    vals[i] = Some(if want_timestamps { t_ms as f64 / 1000.0 } else { v });
                     any = true;
                 }
             }
@@ -490,13 +493,13 @@ impl<'a> Evaluator<'a> {
 
     /// A matrix selector's raw samples over every window of the grid.
     fn matrix_input(&mut self, ms: &MatrixSelector, grid: &Grid) -> Result<RangeInput, QueryError> {
-        let range = ms.range.as_millis() as i64;
-        let refs = self.refs(&ms.vs.at, &ms.vs.offset, grid);
-        if refs.is_empty() {
-            return Ok(RangeInput::empty(refs, range));
+        let range_ms = ms.range.as_millis() as i64;
+        let refs_ms = self.refs_ms(&ms.vs.at, &ms.vs.offset, grid);
+        if refs_ms.is_empty() {
+            return Ok(RangeInput::empty(refs_ms, range_ms));
         }
-        let (lo, hi) = min_max(&refs);
-        let data = self.select(&ms.vs, lo - range + 1, hi)?;
+        let (lo_ms, hi_ms) = min_max(&refs_ms);
+        let data = self.select(&ms.vs, lo_ms - range_ms + 1, hi_ms)?;
         let mut loaded = 0;
         let mut series = Vec::with_capacity(data.len());
         for mut s in data {
@@ -512,34 +515,34 @@ impl<'a> Evaluator<'a> {
         self.hold(loaded)?;
         Ok(RangeInput {
             series,
-            refs,
-            range,
+            refs_ms,
+            range_ms,
             loaded,
         })
     }
 
     /// A subquery evaluated on its own step-aligned grid, as raw samples.
     fn subquery_input(&mut self, sq: &SubqueryExpr, grid: &Grid) -> Result<RangeInput, QueryError> {
-        let range = sq.range.as_millis() as i64;
-        let step = sq
+        let range_ms = sq.range.as_millis() as i64;
+        let step_ms = sq
             .step
             .map(|d| d.as_millis() as i64)
             .unwrap_or(SUBQUERY_STEP_MS_DEFAULT)
             .max(1);
-        let refs = self.refs(&sq.at, &sq.offset, grid);
-        if refs.is_empty() {
-            return Ok(RangeInput::empty(refs, range));
+        let refs_ms = self.refs_ms(&sq.at, &sq.offset, grid);
+        if refs_ms.is_empty() {
+            return Ok(RangeInput::empty(refs_ms, range_ms));
         }
-        let (lo, hi) = min_max(&refs);
+        let (lo_ms, hi_ms) = min_max(&refs_ms);
         // The inner grid holds the step-aligned instants inside the
-        // windows: the first multiple of `step` after `lo - range`,
-        // then every `step` up to the last window end.
-        let first = lo - range;
-        let mut start = step * first.div_euclid(step);
-        if start <= first {
-            start += step;
+        // windows: the first multiple of `step_ms` after `lo_ms - range_ms`,
+        // then every `step_ms` up to the last window end.
+        let first_ms = lo_ms - range_ms;
+        let mut start_ms = step_ms * first_ms.div_euclid(step_ms);
+        if start_ms <= first_ms {
+            start_ms += step_ms;
         }
-        let inner = Grid::new(start, hi, step);
+        let inner = Grid::new(start_ms, hi_ms, step_ms);
         let stepped = match self.eval(&sq.expr, &inner)? {
             Eval::Vector(v) => v,
             Eval::Scalar(v) => vec![StepSeries {
@@ -569,8 +572,8 @@ impl<'a> Evaluator<'a> {
         self.hold(loaded)?;
         Ok(RangeInput {
             series,
-            refs,
-            range,
+            refs_ms,
+            range_ms,
             loaded,
         })
     }
@@ -662,10 +665,11 @@ fn offset_ms(offset: &Option<Offset>) -> i64 {
     }
 }
 
-fn min_max(v: &[i64]) -> (i64, i64) {
-    let lo = v.iter().copied().min().unwrap_or(0);
-    let hi = v.iter().copied().max().unwrap_or(0);
-    (lo, hi)
+/// The earliest and latest of the window ends `refs_ms` (0 for none).
+fn min_max(refs_ms: &[i64]) -> (i64, i64) {
+    let lo_ms = refs_ms.iter().copied().min().unwrap_or(0);
+    let hi_ms = refs_ms.iter().copied().max().unwrap_or(0);
+    (lo_ms, hi_ms)
 }
 
 /// Converts a parsed selector into storage matchers; more than one list for
@@ -770,7 +774,7 @@ fn check_unique_labels<'l>(labels: impl Iterator<Item = &'l Labels>) -> Result<(
 fn timed_points(vals: &[Option<f64>], grid: &Grid) -> Vec<(i64, f64)> {
     vals.iter()
         .enumerate()
-        .filter_map(|(i, v)| v.map(|v| (grid.t(i), v)))
+        .filter_map(|(i, v)| v.map(|v| (grid.t_ms(i), v)))
         .collect()
 }
 

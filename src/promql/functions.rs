@@ -25,14 +25,16 @@ type CallFn = for<'e, 'a> fn(&mut Evaluator<'e>, &str, &[&'a Expr], &Grid) -> Re
 /// functions are dispatched to `rangefn` before this table is consulted.
 static CALLS: &[(&str, CallFn)] = &[
     ("time", |_, _, _, g| {
-        Ok(Eval::Scalar((0..g.n).map(|i| g.t(i) as f64 / 1000.0).collect()))
+        Ok(Eval::Scalar((0..g.n).map(|i| g.t_ms(i) as f64 / 1000.0).collect()))
     }),
     // Query-level constants, in seconds (experimental functions).
-    ("start", |ev, _, _, g| Ok(constant(ev.query_start as f64 / 1000.0, g))),
-    ("end", |ev, _, _, g| Ok(constant(ev.query_end as f64 / 1000.0, g))),
-    ("step", |ev, _, _, g| Ok(constant(ev.query_step as f64 / 1000.0, g))),
+    ("start", |ev, _, _, g| {
+        Ok(constant(ev.query_start_ms as f64 / 1000.0, g))
+    }),
+    ("end", |ev, _, _, g| Ok(constant(ev.query_end_ms as f64 / 1000.0, g))),
+    ("step", |ev, _, _, g| Ok(constant(ev.query_step_ms as f64 / 1000.0, g))),
     ("range", |ev, _, _, g| {
-        Ok(constant((ev.query_end - ev.query_start) as f64 / 1000.0, g))
+        Ok(constant((ev.query_end_ms - ev.query_start_ms) as f64 / 1000.0, g))
     }),
     ("pi", |_, _, _, g| Ok(constant(std::f64::consts::PI, g))),
     ("min_of", min_max_of),
@@ -179,7 +181,7 @@ fn timestamp(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Re
         for s in &mut s {
             for (i, v) in s.vals.iter_mut().enumerate() {
                 if v.is_some() {
-                    *v = Some(grid.t(i) as f64 / 1000.0);
+                    *v = Some(grid.t_ms(i) as f64 / 1000.0);
                 }
             }
         }
@@ -232,7 +234,7 @@ fn clamp_max(ev: &mut Evaluator<'_>, _: &str, args: &[&Expr], grid: &Grid) -> Re
 fn date_call(ev: &mut Evaluator<'_>, name: &str, args: &[&Expr], grid: &Grid) -> Result<Eval, QueryError> {
     let f = date_fn(name);
     if args.is_empty() {
-        let vals = (0..grid.n).map(|i| Some(f(grid.t(i).div_euclid(1000)))).collect();
+        let vals = (0..grid.n).map(|i| Some(f(grid.t_ms(i).div_euclid(1000)))).collect();
         return Ok(Eval::Vector(vec![StepSeries {
             labels: Labels::empty(),
             drop_name: false,
@@ -512,20 +514,20 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 /// Unix seconds to civil date parts (proleptic Gregorian, UTC).
 fn date_fn(name: &str) -> fn(i64) -> f64 {
     match name {
-        "minute" => |t| (t.rem_euclid(3600) / 60) as f64,
-        "hour" => |t| (t.rem_euclid(86_400) / 3600) as f64,
-        "day_of_month" => |t| civil(t).2 as f64,
-        "day_of_week" => |t| (t.div_euclid(86_400) + 4).rem_euclid(7) as f64,
-        "day_of_year" => |t| {
-            let (y, m, d) = civil(t);
+        "minute" => |t_s| (t_s.rem_euclid(3600) / 60) as f64,
+        "hour" => |t_s| (t_s.rem_euclid(86_400) / 3600) as f64,
+        "day_of_month" => |t_s| civil(t_s).2 as f64,
+        "day_of_week" => |t_s| (t_s.div_euclid(86_400) + 4).rem_euclid(7) as f64,
+        "day_of_year" => |t_s| {
+            let (y, m, d) = civil(t_s);
             (days_before_month(y, m) + d) as f64
         },
-        "days_in_month" => |t| {
-            let (y, m, _) = civil(t);
+        "days_in_month" => |t_s| {
+            let (y, m, _) = civil(t_s);
             month_days(y, m) as f64
         },
-        "month" => |t| civil(t).1 as f64,
-        _ => |t| civil(t).0 as f64,
+        "month" => |t_s| civil(t_s).1 as f64,
+        _ => |t_s| civil(t_s).0 as f64,
     }
 }
 
@@ -547,9 +549,9 @@ fn days_before_month(y: i64, m: i64) -> i64 {
 }
 
 /// (year, month 1-12, day 1-31) of a Unix time in seconds.
-fn civil(t: i64) -> (i64, i64, i64) {
+fn civil(t_s: i64) -> (i64, i64, i64) {
     // Howard Hinnant's days-to-civil algorithm.
-    let z = t.div_euclid(86_400) + 719_468;
+    let z = t_s.div_euclid(86_400) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;

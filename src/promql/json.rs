@@ -70,9 +70,9 @@ pub fn write_labels(out: &mut String, labels: &Labels) {
     out.push('}');
 }
 
-fn write_point(out: &mut String, t: i64, v: f64) {
+fn write_point(out: &mut String, t_ms: i64, v: f64) {
     out.push('[');
-    write_timestamp(out, t);
+    write_timestamp(out, t_ms);
     out.push_str(",\"");
     out.push_str(&format_value(v));
     out.push_str("\"]");
@@ -91,18 +91,18 @@ pub fn value_data(value: &Value) -> String {
     out.push_str(value.type_name());
     out.push_str("\",\"result\":");
     match value {
-        Value::Scalar { t, v } => {
+        Value::Scalar { t_ms, v } => {
             // Prometheus writes a scalar's time as a plain float (shortest
             // form), unlike sample times, which always carry milliseconds.
             out.push('[');
-            write_float_seconds(&mut out, *t);
+            write_float_seconds(&mut out, *t_ms);
             out.push_str(",\"");
             out.push_str(&format_value(*v));
             out.push_str("\"]");
         }
-        Value::String { t, s } => {
+        Value::String { t_ms, s } => {
             out.push('[');
-            write_float_seconds(&mut out, *t);
+            write_float_seconds(&mut out, *t_ms);
             out.push(',');
             write_json_string(&mut out, s);
             out.push(']');
@@ -116,7 +116,7 @@ pub fn value_data(value: &Value) -> String {
                 out.push_str("{\"metric\":");
                 write_labels(&mut out, &s.labels);
                 out.push_str(",\"value\":");
-                write_point(&mut out, s.t, s.v);
+                write_point(&mut out, s.t_ms, s.v);
                 out.push('}');
             }
             out.push(']');
@@ -130,11 +130,11 @@ pub fn value_data(value: &Value) -> String {
                 out.push_str("{\"metric\":");
                 write_labels(&mut out, &s.labels);
                 out.push_str(",\"values\":[");
-                for (j, &(t, v)) in s.points.iter().enumerate() {
+                for (j, &(t_ms, v)) in s.points.iter().enumerate() {
                     if j > 0 {
                         out.push(',');
                     }
-                    write_point(&mut out, t, v);
+                    write_point(&mut out, t_ms, v);
                 }
                 out.push_str("]}");
             }
@@ -200,7 +200,7 @@ mod tests {
         let r = QueryResult {
             value: Value::Vector(vec![Sample {
                 labels: l.clone(),
-                t: 1_435_781_451_781,
+                t_ms: 1_435_781_451_781,
                 v: 1.0,
             }]),
             warnings: vec![],
@@ -219,11 +219,11 @@ mod tests {
             r#"{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a\u003cb\u003e"},"values":[[1,"2"],[2.050,"3"]]}]}"#
         );
         assert_eq!(
-            value_data(&Value::Scalar { t: 1500, v: 2.0 }),
+            value_data(&Value::Scalar { t_ms: 1500, v: 2.0 }),
             r#"{"resultType":"scalar","result":[1.5,"2"]}"#
         );
         assert_eq!(
-            value_data(&Value::Scalar { t: -1500, v: 2.0 }),
+            value_data(&Value::Scalar { t_ms: -1500, v: 2.0 }),
             r#"{"resultType":"scalar","result":[-1.5,"2"]}"#
         );
     }

@@ -18,6 +18,18 @@
 //!
 //! This module does not do HTTP parameter parsing or storage; callers hand it
 //! a [`Storage`] and times in milliseconds.
+//!
+//! # Units
+//!
+//! Every integer that holds a time is in milliseconds and its name ends in
+//! `_ms`; the rest of the name says whether it is an instant (milliseconds
+//! since the Unix epoch: `t_ms`, `start_ms`, `end_ms`, `mint_ms`/`maxt_ms`,
+//! `ref_ms` for a window's end, `eval_t_ms`) or a span (`step_ms`,
+//! `range_ms`, `lookback_ms`, `offset_ms`, `interval_ms`). Sample and point
+//! tuples are `(t_ms, value)`. Seconds appear only where PromQL works in
+//! them (function results, `predict_linear`'s horizon, the date functions'
+//! Unix time): those names end in `_s`. [`std::time::Duration`] is used for
+//! settings that are not on the query's time axis (the timeout).
 
 mod aggregate;
 mod binary;

@@ -2,9 +2,10 @@
 //! `deriv`, `predict_linear`, and friends.
 //!
 //! This file owns the math over one window of raw samples and the sliding
-//! of those windows across a grid. Windows are left-open `(end - range,
-//! end]`; two indices move forward through each series, so every sample is
-//! visited a constant number of times however many steps the query has.
+//! of those windows across a grid. Windows are left-open `(end_ms -
+//! range_ms, end_ms]`; two indices move forward through each series, so
+//! every sample is visited a constant number of times however many steps
+//! the query has.
 
 use promql_parser::parser::Expr;
 
@@ -15,15 +16,16 @@ use crate::tsdb::labels::Labels;
 
 /// One window of raw samples and what a function may read besides them.
 struct Window<'a> {
-    /// The samples in `(end - range, end]`, in time order; never empty.
+    /// The samples `(t_ms, value)` in `(end_ms - range_ms, end_ms]`, in
+    /// time order; never empty.
     samples: &'a [(i64, f64)],
-    /// The window's end, ms.
-    end: i64,
-    /// The evaluation time, ms: differs from `end` under `@` and `offset`;
-    /// `predict_linear` predicts from it.
-    eval_t: i64,
+    /// The window's end, ms since the epoch.
+    end_ms: i64,
+    /// The evaluation time, ms since the epoch: differs from `end_ms` under
+    /// `@` and `offset`; `predict_linear` predicts from it.
+    eval_t_ms: i64,
     /// The range, ms.
-    range: i64,
+    range_ms: i64,
     /// The function's first and second scalar parameters at this step (NaN
     /// where the function has none).
     params: (f64, f64),
@@ -36,17 +38,21 @@ type WindowFn = fn(&Window<'_>, &mut Vec<f64>) -> Option<f64>;
 /// Every range-vector function but `absent_over_time` (which looks at steps,
 /// not windows), by name.
 static RANGE_FUNCTIONS: &[(&str, WindowFn)] = &[
-    ("rate", |w, _| extrapolated_rate(w.samples, w.end, w.range, true, true)),
+    ("rate", |w, _| {
+        extrapolated_rate(w.samples, w.end_ms, w.range_ms, true, true)
+    }),
     ("increase", |w, _| {
-        extrapolated_rate(w.samples, w.end, w.range, true, false)
+        extrapolated_rate(w.samples, w.end_ms, w.range_ms, true, false)
     }),
     ("delta", |w, _| {
-        extrapolated_rate(w.samples, w.end, w.range, false, false)
+        extrapolated_rate(w.samples, w.end_ms, w.range_ms, false, false)
     }),
     ("irate", |w, _| instant_delta(w.samples, true)),
     ("idelta", |w, _| instant_delta(w.samples, false)),
     ("deriv", |w, _| deriv(w.samples)),
-    ("predict_linear", |w, _| predict_linear(w.samples, w.eval_t, w.params.0)),
+    ("predict_linear", |w, _| {
+        predict_linear(w.samples, w.eval_t_ms, w.params.0)
+    }),
     ("resets", |w, _| Some(resets(w.samples))),
     ("changes", |w, _| Some(changes(w.samples))),
     ("avg_over_time", |w, _| Some(avg(w.samples.iter().map(|s| s.1)))),
@@ -111,7 +117,7 @@ pub(crate) fn eval_range_function(
     };
     // Only these two return a sample unchanged, so only they keep the name.
     let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-    let range = input.range;
+    let range_ms = input.range_ms;
     let mut out = Vec::with_capacity(input.series.len());
     let mut buf: Vec<f64> = Vec::new();
     let mut produced = 0usize;
@@ -119,16 +125,16 @@ pub(crate) fn eval_range_function(
         ev.check_timeout()?;
         let mut vals = vec![None; n];
         let mut any = false;
-        slide(&s.samples, &input.refs, range, |i, w| {
+        slide(&s.samples, &input.refs_ms, range_ms, |i, w| {
             if w.is_empty() {
                 return;
             }
             let p = |k: usize| params.get(k).map(|v| v[i]).unwrap_or(f64::NAN);
             let window = Window {
                 samples: w,
-                end: input.refs[i],
-                eval_t: grid.t(i),
-                range,
+                end_ms: input.refs_ms[i],
+                eval_t_ms: grid.t_ms(i),
+                range_ms,
                 params: (p(0), p(1)),
             };
             let v = f(&window, &mut buf);
@@ -202,7 +208,7 @@ fn absent_over_time(ev: &mut Evaluator<'_>, input: &RangeInput, labels: Labels, 
     let mut present = vec![false; n];
     for s in &input.series {
         ev.check_timeout()?;
-        slide(&s.samples, &input.refs, input.range, |i, w| {
+        slide(&s.samples, &input.refs_ms, input.range_ms, |i, w| {
             if !w.is_empty() {
                 present[i] = true;
             }
@@ -241,15 +247,15 @@ fn not_a_counter_info(ev: &mut Evaluator<'_>, name: &str, input: &RangeInput) {
     }
 }
 
-/// Calls `f(step, window)` for every step, with the window `(ref - range,
-/// ref]` of `samples`. Refs must not decrease.
-fn slide(samples: &[(i64, f64)], refs: &[i64], range: i64, mut f: impl FnMut(usize, &[(i64, f64)])) {
+/// Calls `f(step, window)` for every step, with the window `(ref_ms -
+/// range_ms, ref_ms]` of `samples`. Refs must not decrease.
+fn slide(samples: &[(i64, f64)], refs_ms: &[i64], range_ms: i64, mut f: impl FnMut(usize, &[(i64, f64)])) {
     let (mut lo, mut hi) = (0usize, 0usize);
-    for (i, &r) in refs.iter().enumerate() {
-        while hi < samples.len() && samples[hi].0 <= r {
+    for (i, &ref_ms) in refs_ms.iter().enumerate() {
+        while hi < samples.len() && samples[hi].0 <= ref_ms {
             hi += 1;
         }
-        while lo < hi && samples[lo].0 <= r - range {
+        while lo < hi && samples[lo].0 <= ref_ms - range_ms {
             lo += 1;
         }
         f(i, &samples[lo..hi]);
@@ -268,11 +274,11 @@ fn deriv(w: &[(i64, f64)]) -> Option<f64> {
 
 /// `predict_linear`: the least-squares line's value `ahead_s` seconds after
 /// the evaluation time.
-fn predict_linear(w: &[(i64, f64)], eval_t: i64, ahead_s: f64) -> Option<f64> {
+fn predict_linear(w: &[(i64, f64)], eval_t_ms: i64, ahead_s: f64) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }
-    let (slope, intercept) = linear_regression(w, eval_t);
+    let (slope, intercept) = linear_regression(w, eval_t_ms);
     Some(slope * ahead_s + intercept)
 }
 
@@ -334,8 +340,15 @@ fn mad(w: &[(i64, f64)], buf: &mut Vec<f64>) -> f64 {
 
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated
 /// to the window edges when the samples stop short of them (but never more
-/// than half a sample interval, and for counters never below zero).
-pub(crate) fn extrapolated_rate(w: &[(i64, f64)], r: i64, range: i64, counter: bool, per_second: bool) -> Option<f64> {
+/// than half a sample interval, and for counters never below zero). The
+/// window is `(end_ms - range_ms, end_ms]`; the `_s` locals are seconds.
+pub(crate) fn extrapolated_rate(
+    w: &[(i64, f64)],
+    end_ms: i64,
+    range_ms: i64,
+    counter: bool,
+    per_second: bool,
+) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }
@@ -351,28 +364,28 @@ pub(crate) fn extrapolated_rate(w: &[(i64, f64)], r: i64, range: i64, counter: b
             prev = s.1;
         }
     }
-    let range_start = r - range;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg_gap = sampled / (w.len() - 1) as f64;
-    let threshold = avg_gap * 1.1;
-    let mut to_start = (first.0 - range_start) as f64 / 1000.0;
-    let mut to_end = (r - last.0) as f64 / 1000.0;
-    if to_start >= threshold {
-        to_start = avg_gap / 2.0;
+    let start_ms = end_ms - range_ms;
+    let sampled_s = (last.0 - first.0) as f64 / 1000.0;
+    let avg_gap_s = sampled_s / (w.len() - 1) as f64;
+    let threshold_s = avg_gap_s * 1.1;
+    let mut to_start_s = (first.0 - start_ms) as f64 / 1000.0;
+    let mut to_end_s = (end_ms - last.0) as f64 / 1000.0;
+    if to_start_s >= threshold_s {
+        to_start_s = avg_gap_s / 2.0;
     }
     if counter && result > 0.0 && first.1 >= 0.0 {
         // Do not extrapolate a counter to below zero.
-        let to_zero = sampled * (first.1 / result);
-        if to_zero < to_start {
-            to_start = to_zero;
+        let to_zero_s = sampled_s * (first.1 / result);
+        if to_zero_s < to_start_s {
+            to_start_s = to_zero_s;
         }
     }
-    if to_end >= threshold {
-        to_end = avg_gap / 2.0;
+    if to_end_s >= threshold_s {
+        to_end_s = avg_gap_s / 2.0;
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
+    let mut factor = (sampled_s + to_start_s + to_end_s) / sampled_s;
     if per_second {
-        factor /= range as f64 / 1000.0;
+        factor /= range_ms as f64 / 1000.0;
     }
     Some(result * factor)
 }
@@ -388,28 +401,28 @@ fn instant_delta(w: &[(i64, f64)], per_second: bool) -> Option<f64> {
     } else {
         last.1 - prev.1
     };
-    let interval = last.0 - prev.0;
-    if interval == 0 {
+    let interval_ms = last.0 - prev.0;
+    if interval_ms == 0 {
         return None;
     }
     if per_second {
-        v /= interval as f64 / 1000.0;
+        v /= interval_ms as f64 / 1000.0;
     }
     Some(v)
 }
 
 /// Least-squares fit of value against time (seconds relative to
-/// `intercept_t`, which keeps the numbers small): `(slope, intercept)`.
-pub(crate) fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+/// `intercept_t_ms`, which keeps the numbers small): `(slope, intercept)`.
+pub(crate) fn linear_regression(w: &[(i64, f64)], intercept_t_ms: i64) -> (f64, f64) {
     let n = w.len() as f64;
     let (mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let first_y = w[0].1;
     let mut const_y = true;
-    for &(t, y) in w {
+    for &(t_ms, y) in w {
         if const_y && y != first_y {
             const_y = false;
         }
-        let x = (t - intercept_t) as f64 / 1000.0;
+        let x = (t_ms - intercept_t_ms) as f64 / 1000.0;
         (sx, cx) = kahan_inc(x, sx, cx);
         (sy, cy) = kahan_inc(y, sy, cy);
         (sxy, cxy) = kahan_inc(x * y, sxy, cxy);

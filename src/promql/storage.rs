@@ -66,9 +66,9 @@ pub struct SeriesSamples {
 
 /// Read access to samples, as the engine needs it.
 pub trait Storage: Send + Sync {
-    /// Every series matching all `matchers` that has samples in [mint, maxt] (inclusive, ms),
-    /// with those samples sorted by timestamp.
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StorageError>;
+    /// Every series matching all `matchers` that has samples in [mint_ms, maxt_ms] (inclusive, ms
+    /// since the epoch), with those samples sorted by timestamp.
+    fn select(&self, matchers: &[Matcher], mint_ms: i64, maxt_ms: i64) -> Result<Vec<SeriesSamples>, StorageError>;
 }
 
 /// An in-memory [`Storage`]: a map from label set to sorted samples. Meant for
@@ -87,19 +87,19 @@ impl MemStorage {
 
     /// Adds one sample, keeping the series sorted; a sample at an existing
     /// timestamp replaces the old one (the test loader relies on that).
-    pub fn add(&self, labels: &Labels, t: i64, v: f64) {
+    pub fn add(&self, labels: &Labels, t_ms: i64, v: f64) {
         let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
         let samples = map.entry(labels.clone()).or_default();
-        match samples.binary_search_by_key(&t, |s| s.0) {
+        match samples.binary_search_by_key(&t_ms, |s| s.0) {
             Ok(i) => samples[i].1 = v,
-            Err(i) => samples.insert(i, (t, v)),
+            Err(i) => samples.insert(i, (t_ms, v)),
         }
     }
 
     /// Adds many samples of one series at once.
     pub fn add_series(&self, labels: &Labels, samples: &[(i64, f64)]) {
-        for &(t, v) in samples {
-            self.add(labels, t, v);
+        for &(t_ms, v) in samples {
+            self.add(labels, t_ms, v);
         }
     }
 
@@ -115,15 +115,15 @@ impl MemStorage {
 }
 
 impl Storage for MemStorage {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StorageError> {
+    fn select(&self, matchers: &[Matcher], mint_ms: i64, maxt_ms: i64) -> Result<Vec<SeriesSamples>, StorageError> {
         let map = self.series.read().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for (labels, samples) in map.iter() {
             if !matchers.iter().all(|m| m.matches(labels.get(&m.name))) {
                 continue;
             }
-            let lo = samples.partition_point(|s| s.0 < mint);
-            let hi = samples.partition_point(|s| s.0 <= maxt);
+            let lo = samples.partition_point(|s| s.0 < mint_ms);
+            let hi = samples.partition_point(|s| s.0 <= maxt_ms);
             if lo < hi {
                 out.push(SeriesSamples {
                     labels: labels.clone(),

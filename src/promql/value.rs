@@ -11,8 +11,8 @@ use crate::tsdb::labels::Labels;
 pub struct Sample {
     /// Series labels.
     pub labels: Labels,
-    /// Evaluation timestamp in milliseconds.
-    pub t: i64,
+    /// Evaluation timestamp in milliseconds since the epoch.
+    pub t_ms: i64,
     /// The value.
     pub v: f64,
 }
@@ -29,17 +29,17 @@ pub struct Series {
 /// The value of a query: Prometheus's four result types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    /// A single number at time `t` (ms).
+    /// A single number at time `t_ms`.
     Scalar {
-        /// Timestamp in milliseconds.
-        t: i64,
+        /// Timestamp in milliseconds since the epoch.
+        t_ms: i64,
         /// The number.
         v: f64,
     },
-    /// A string at time `t` (ms).
+    /// A string at time `t_ms`.
     String {
-        /// Timestamp in milliseconds.
-        t: i64,
+        /// Timestamp in milliseconds since the epoch.
+        t_ms: i64,
         /// The string.
         s: String,
     },
@@ -73,33 +73,33 @@ pub struct QueryResult {
     pub infos: Vec<String>,
 }
 
-/// The evaluation time grid: `n` instants `start, start+step, ...`.
+/// The evaluation time grid: `n` instants `start_ms, start_ms + step_ms, ...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Grid {
-    /// First instant (ms).
-    pub start: i64,
+    /// First instant (ms since the epoch).
+    pub start_ms: i64,
     /// Distance between instants (ms); at least 1.
-    pub step: i64,
+    pub step_ms: i64,
     /// Number of instants.
     pub n: usize,
 }
 
 impl Grid {
-    /// The grid from `start` to `end` inclusive.
-    pub fn new(start: i64, end: i64, step: i64) -> Self {
-        let step = step.max(1);
-        let n = if end < start {
+    /// The grid from `start_ms` to `end_ms` inclusive.
+    pub fn new(start_ms: i64, end_ms: i64, step_ms: i64) -> Self {
+        let step_ms = step_ms.max(1);
+        let n = if end_ms < start_ms {
             0
         } else {
-            ((end - start) / step) as usize + 1
+            ((end_ms - start_ms) / step_ms) as usize + 1
         };
-        Grid { start, step, n }
+        Grid { start_ms, step_ms, n }
     }
 
-    /// The `i`-th instant.
+    /// The `i`-th instant (ms since the epoch).
     #[inline]
-    pub fn t(&self, i: usize) -> i64 {
-        self.start + self.step * i as i64
+    pub fn t_ms(&self, i: usize) -> i64 {
+        self.start_ms + self.step_ms * i as i64
     }
 }
 
@@ -144,6 +144,6 @@ pub(crate) struct RangeSeries {
     pub labels: Labels,
     /// Carried over from a subquery's inner expression.
     pub drop_name: bool,
-    /// Samples sorted by time, stale markers removed.
+    /// Samples `(t_ms, value)` sorted by time, stale markers removed.
     pub samples: Vec<(i64, f64)>,
 }
