@@ -366,7 +366,9 @@ impl StorageConfig {
 /// lease (openraft ties it to `election_timeout_max_ms`) and then its own
 /// randomized election timeout, so a dead leader is replaced
 /// `election_timeout_max_ms + [election_timeout_min_ms, election_timeout_max_ms]`
-/// after its last heartbeat: 250 to 300 ms with the defaults. The defaults
+/// after its last heartbeat: 250 to 300 ms with the defaults. A leader
+/// that no quorum acknowledged within the same lease acts as deposed (it
+/// takes no writes, `cluster::routing::leader_holds_lease`). The defaults
 /// are short because Raft's timing path has threads of its own that
 /// nothing else runs on (`crate::threads`): a heartbeat every 30 ms arrives
 /// on time on a saturated machine (docs/benchmarks.md, the soak).
@@ -377,7 +379,8 @@ pub struct RaftConfig {
     pub heartbeat_interval_ms: u64,
     /// Lower bound of the randomized election timeout, ms.
     pub election_timeout_min_ms: u64,
-    /// Upper bound of the randomized election timeout, ms.
+    /// Upper bound of the randomized election timeout, ms; also the
+    /// leader lease.
     pub election_timeout_max_ms: u64,
 }
 

@@ -330,6 +330,12 @@ impl Node {
         self.log.len()
     }
 
+    /// For a leader, whether it holds its lease
+    /// ([`crate::cluster::routing::leader_holds_lease`]).
+    pub fn holds_lease(&self) -> bool {
+        crate::cluster::routing::leader_holds_lease(&self.router)
+    }
+
     /// True once this node knows a leader and has applied what it
     /// committed, until it starts stopping (so that load balancers stop
     /// sending to it while it still answers).
@@ -342,7 +348,7 @@ impl Node {
         // its leader's AppendEntries keep arriving (cut off, it still names
         // the leader: with pre-vote it never raises its term alone).
         let fresh = if m.current_leader == Some(self.id()) {
-            crate::cluster::routing::leader_is_fresh(&self.router)
+            crate::cluster::routing::leader_acked_within(&self.router, self.router.max_staleness)
         } else {
             self.router
                 .leader_contact
@@ -525,6 +531,7 @@ fn router(
         max_staleness: config.query.max_staleness,
         commit_timeout: Duration::from_millis(config.write.commit_timeout_ms),
         leader_wait: Duration::from_millis(config.write.leader_wait_ms),
+        leader_lease: Duration::from_millis(config.raft.election_timeout_max_ms),
         handover: handover.clone(),
         leader_contact: LeaderContact::default(),
     }

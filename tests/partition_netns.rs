@@ -15,8 +15,10 @@
 //! heal sets it up again. With writers pinned to every node (one request
 //! at a time, no resend), the test isolates the leader and shows that
 //! (a) no write sent to it after the cut and answered before the heal is
-//! acknowledged, (b) it reports that it cannot serve (`/-/ready` 503)
-//! within `query.max_staleness` plus slack (the time is printed), (c) the
+//! acknowledged, (b) it steps down within its lease
+//! (`raft.election_timeout_max_ms`; `promraft_raft_is_leader` 0, no more
+//! writes taken) and reports that it cannot serve (`/-/ready` 503) within
+//! `query.max_staleness`, each plus slack (the times are printed), (c) the
 //! other two elect a leader and acknowledge writes (times printed); then
 //! it isolates a follower and shows (d) that it acknowledges nothing
 //! while cut off; after each heal (e) all three reach the same applied
@@ -56,6 +58,12 @@ const MAX_STALENESS: Duration = Duration::from_secs(2);
 /// readiness poll, and the last acknowledgement having come up to one
 /// heartbeat before the cut, on a loaded two-core machine.
 const STEP_DOWN_SLACK: Duration = Duration::from_secs(3);
+
+/// Added to the leader lease (`raft.election_timeout_max_ms`) for the
+/// isolated leader to stop reporting itself leader: a `/metrics` poll, and
+/// the last acknowledgement having been sent up to one heartbeat before
+/// the cut, on a loaded two-core machine.
+const LEASE_SLACK: Duration = Duration::from_secs(1);
 
 /// How long the majority may take to elect a leader and acknowledge a
 /// write; generous (the figure is printed, `cluster_failover` bounds it).
@@ -373,15 +381,16 @@ fn partitions() {
     let majority: Vec<u64> = ids.iter().copied().filter(|&id| id != leader).collect();
     lab.set_raft_link(leader, false);
     let cut = Instant::now();
-    let mut believed_leader_after_cut = None;
+    let mut deposed = None;
     let mut not_ready = None;
     let mut new_leader = None;
     let mut first_majority_ack = None;
     let deadline = cut + MAX_STALENESS + STEP_DOWN_SLACK + MAJORITY_TIMEOUT;
-    while (not_ready.is_none() || new_leader.is_none() || first_majority_ack.is_none()) && Instant::now() < deadline {
-        let asked = cut.elapsed();
-        if believed_leader_after_cut.is_none() && leads(&addr_of(leader)).is_ok_and(|(l, _)| l) {
-            believed_leader_after_cut = Some(asked);
+    while (deposed.is_none() || not_ready.is_none() || new_leader.is_none() || first_majority_ack.is_none())
+        && Instant::now() < deadline
+    {
+        if deposed.is_none() && leads(&addr_of(leader)).is_ok_and(|(l, _)| !l) {
+            deposed = Some(cut.elapsed());
         }
         if not_ready.is_none()
             && http_request(&addr_of(leader), "GET", "/-/ready", &[], b"").is_ok_and(|r| r.status != 200)
@@ -417,6 +426,13 @@ fn partitions() {
             repro(FILE, name)
         )
     });
+    let deposed = deposed.unwrap_or_else(|| {
+        panic!(
+            "isolated leader {leader} still reports promraft_raft_is_leader 1 {:?} after the cut\nrepro: {}",
+            cut.elapsed(),
+            repro(FILE, name)
+        )
+    });
     let stepped_down = not_ready.unwrap_or_else(|| {
         panic!(
             "isolated leader {leader} still says it is ready {:?} after the cut\nrepro: {}",
@@ -431,11 +447,12 @@ fn partitions() {
     let to_isolated = answered_within(&attempts, leader, cut, healed);
     let acked_by_isolated: Vec<&&Attempt> = to_isolated.iter().filter(|a| a.acked()).collect();
     println!(
-        "partition: leader {leader} cut off; it still said it leads when asked {} after the cut; \
+        "partition: leader {leader} cut off; it stopped reporting itself leader {} ms after the cut (lease {} ms); \
          /-/ready 503 after {} ms (max_staleness {} ms); nodes {majority:?} elected node {new_leader_id} \
          (term {term0} -> {new_term}) after {} ms and acknowledged a write after {} ms; the isolated leader \
          answered {} writes sent to it while cut off, {} acknowledged",
-        believed_leader_after_cut.map_or("never (not observed)".to_string(), |d| format!("{} ms", d.as_millis())),
+        deposed.as_millis(),
+        raft.election_max().as_millis(),
         stepped_down.as_millis(),
         MAX_STALENESS.as_millis(),
         elected_after.as_millis(),
@@ -446,6 +463,14 @@ fn partitions() {
     assert!(
         acked_by_isolated.is_empty(),
         "(a) the isolated leader {leader} acknowledged writes sent after the cut: {acked_by_isolated:?}\nrepro: {}",
+        repro(FILE, name)
+    );
+    assert!(
+        deposed < raft.election_max() + LEASE_SLACK,
+        "(b) the isolated leader should step down within its lease {} ms (+ {} ms slack); it took {} ms\nrepro: {}",
+        raft.election_max().as_millis(),
+        LEASE_SLACK.as_millis(),
+        deposed.as_millis(),
         repro(FILE, name)
     );
     assert!(

@@ -166,8 +166,22 @@ fn raft_metrics(out: &mut String, node: &Node) {
     gauge(
         out,
         "promraft_raft_is_leader",
-        "1 if this node is the leader.",
-        if m.current_leader == Some(node.id()) { 1.0 } else { 0.0 },
+        "1 if this node leads and holds its lease (a quorum acknowledged it within raft.election_timeout_max_ms).",
+        if m.current_leader == Some(node.id()) && node.holds_lease() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    gauge(
+        out,
+        "promraft_raft_leader_lease_expired",
+        "1 if Raft still has this node as leader but no quorum acknowledged it within its lease: it takes no writes.",
+        if m.current_leader == Some(node.id()) && !node.holds_lease() {
+            1.0
+        } else {
+            0.0
+        },
     );
     gauge(
         out,

@@ -77,6 +77,10 @@ pub struct Router {
     pub commit_timeout: Duration,
     /// `write.leader_wait_ms`: how long a write waits for a leader.
     pub leader_wait: Duration,
+    /// The leader lease, `raft.election_timeout_max_ms` (openraft's): a
+    /// leader that no quorum acknowledged within it takes no more writes,
+    /// since the others may elect a new leader from then on.
+    pub leader_lease: Duration,
     /// Closed while the node stops: writes then go to the next leader
     /// (`cluster::handover`).
     pub handover: HandoverGate,
@@ -149,14 +153,23 @@ fn leader_client(node: &Router, leader: u64) -> Result<PeerClient, LeaderClientE
     Ok(node.peers.get(&addr)?)
 }
 
-/// For a leader: whether a quorum acknowledged it within `max_staleness`
+/// For a leader: whether a quorum acknowledged it within `within`
 /// (always true for a one-voter cluster). An isolated openraft leader keeps
 /// believing it leads; this is how it finds out.
-pub fn leader_is_fresh(node: &Router) -> bool {
+pub fn leader_acked_within(node: &Router, within: Duration) -> bool {
     let m = raft_metrics(&node.raft);
     let me = node.node_id;
     let alone = m.membership_config.membership().voter_ids().all(|v| v == me);
-    alone || quorum_ack_age_ms(&m).is_some_and(|ms| u128::from(ms) <= node.max_staleness.as_millis())
+    alone || quorum_ack_age_ms(&m).is_some_and(|ms| u128::from(ms) <= within.as_millis())
+}
+
+/// For a leader: whether it holds its lease (a quorum acknowledged it
+/// within `leader_lease`). Past the lease the others may elect a new leader
+/// at any moment, so the node acts as deposed: it takes no writes (they
+/// wait for the next leader) and reports itself as not leading
+/// (`promraft_raft_is_leader` 0) although openraft has not stepped it down.
+pub fn leader_holds_lease(node: &Router) -> bool {
+    leader_acked_within(node, node.leader_lease)
 }
 
 /// Milliseconds since a quorum last acknowledged this leader, measured now
@@ -214,9 +227,11 @@ async fn route(node: &Router, req: AppendRequest, local: bool) -> Result<AppendR
             Some(l) if l == node.node_id => {
                 // Counted until answered, so that a handover waits for it.
                 match node.handover.enter().filter(|_| local) {
-                    Some(_local) if leader_is_fresh(node) => return node.batcher.submit(req).await,
+                    Some(_local) if leader_holds_lease(node) => return node.batcher.submit(req).await,
                     Some(_) => NotTaken(CommitError::Unavailable(format!(
-                        "node {l} leads but no quorum has acknowledged it within max_staleness; the cluster has no quorum"
+                        "node {l} leads but no quorum has acknowledged it within its lease ({} ms); \
+                         no leader with a quorum is known",
+                        node.leader_lease.as_millis()
                     ))),
                     None => NotTaken(CommitError::Unavailable(format!(
                         "node {l} is handing its leadership over; no other leader is known yet"
