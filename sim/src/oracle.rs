@@ -6,7 +6,7 @@
 //! timeout), so only acknowledged writes are certain; every sample of an
 //! attempted write may appear, and nothing else may.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use promraft::tsdb::{AppendRequest, Labels, SeriesSamples};
 
@@ -108,10 +108,8 @@ pub struct OpCounts {
 pub struct Oracle {
     /// Writes by id.
     pub writes: Vec<WriteOp>,
-    /// Every attempted sample: (series, ts) -> (value, write id).
-    pub attempted: HashMap<(SeriesKey, i64), (f64, u64)>,
-    /// Next timestamp offset (strictly increasing over the whole run).
-    next_ts: i64,
+    /// Ids of the acknowledged writes, in the order they were acknowledged.
+    pub acked_order: Vec<u64>,
     /// Operation counters.
     pub counts: OpCounts,
 }
@@ -120,16 +118,14 @@ impl Oracle {
     /// Registers a new write of `series` (one sample each) from `node`.
     pub fn begin_write(&mut self, node: u64, series: &[SeriesKey], now_ms: u64) -> WriteOp {
         let id = self.writes.len() as u64;
-        self.next_ts += 1;
-        let ts = TS_BASE + self.next_ts;
+        // The run's next timestamp (strictly increasing over the whole run):
+        // write `id` alone is at `TS_BASE + id + 1` (see `attempted`).
+        let ts = TS_BASE + 1 + id as i64;
         let samples: Vec<_> = series
             .iter()
             .enumerate()
             .map(|(i, &k)| (k, ts, id as f64 * 8.0 + i as f64 + 0.5))
             .collect();
-        for &(k, t, v) in &samples {
-            self.attempted.insert((k, t), (v, id));
-        }
         let op = WriteOp {
             id,
             node,
@@ -141,10 +137,28 @@ impl Oracle {
         op
     }
 
+    /// The attempted sample of series `k` at timestamp `t`, if any write
+    /// carried one: (value, write id).
+    ///
+    /// Write `id` is the only one at `TS_BASE + id + 1` (`begin_write`)
+    /// and carries at most one sample per series: the lookup is an index,
+    /// not a map of every sample.
+    pub fn attempted(&self, k: SeriesKey, t: i64) -> Option<(f64, u64)> {
+        let id = t.checked_sub(TS_BASE + 1)?;
+        let w = self.writes.get(usize::try_from(id).ok()?)?;
+        w.samples
+            .iter()
+            .find(|&&(wk, wt, _)| wk == k && wt == t)
+            .map(|&(_, _, v)| (v, w.id))
+    }
+
     /// Records the answer to write `id`.
     pub fn finish_write(&mut self, id: u64, outcome: Outcome) {
         match outcome {
-            Outcome::Acked { .. } => self.counts.writes_acked += 1,
+            Outcome::Acked { .. } => {
+                self.counts.writes_acked += 1;
+                self.acked_order.push(id);
+            }
             Outcome::Failed => self.counts.writes_failed += 1,
             Outcome::Pending => {}
         }

@@ -292,6 +292,6 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
             .sum(),
         sim_ms: now,
         violations: sh.violations.clone(),
-        trace_tail: sh.trace.tail().cloned().collect(),
+        trace_tail: sh.trace.tail().collect(),
     }
 }

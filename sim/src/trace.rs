@@ -20,7 +20,8 @@ fn tail_events() -> usize {
 pub struct Trace {
     hash: Xxh3,
     events: u64,
-    tail: VecDeque<String>,
+    /// The last events as recorded, formatted only when printed.
+    tail: VecDeque<(u64, &'static str, Vec<u64>)>,
     tail_max: usize,
 }
 
@@ -37,7 +38,7 @@ impl Default for Trace {
 
 impl Trace {
     /// Records an event: its sim time, kind and numbers.
-    pub fn event(&mut self, at_ms: u64, kind: &str, args: &[u64]) {
+    pub fn event(&mut self, at_ms: u64, kind: &'static str, args: &[u64]) {
         self.hash.update(&at_ms.to_le_bytes());
         self.hash.update(kind.as_bytes());
         self.hash.update(&[0]);
@@ -48,7 +49,7 @@ impl Trace {
         if self.tail.len() >= self.tail_max {
             self.tail.pop_front();
         }
-        self.tail.push_back(format!("{at_ms:>7} ms {kind} {args:?}"));
+        self.tail.push_back((at_ms, kind, args.to_vec()));
     }
 
     /// The hash of everything recorded.
@@ -67,7 +68,9 @@ impl Trace {
     }
 
     /// The last events, oldest first.
-    pub fn tail(&self) -> impl Iterator<Item = &String> {
-        self.tail.iter()
+    pub fn tail(&self) -> impl Iterator<Item = String> + '_ {
+        self.tail
+            .iter()
+            .map(|(at_ms, kind, args)| format!("{at_ms:>7} ms {kind} {args:?}"))
     }
 }

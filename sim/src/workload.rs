@@ -70,7 +70,7 @@ async fn read(id: u64, node: &Node, shared: &SharedRef, level: Consistency) {
     let start = now_ms();
     let required = match level {
         Consistency::Linearizable => linearizable_read::required(&shared.lock().oracle),
-        Consistency::Local => Vec::new(),
+        Consistency::Local => 0,
     };
     let barrier = routing::read_barrier(&node.router, level).await;
     let applied_at_read = node.applied_index();
@@ -92,7 +92,7 @@ async fn read(id: u64, node: &Node, shared: &SharedRef, level: Consistency) {
     let mut found = no_duplicate_or_phantom::check(&sh.oracle, &who, &data, at);
     if level == Consistency::Linearizable {
         sh.oracle.counts.reads_linearizable += 1;
-        found.extend(linearizable_read::check(id, start, &required, &data, at));
+        found.extend(linearizable_read::check(id, start, &sh.oracle, required, &data, at));
     } else {
         sh.oracle.counts.reads_local += 1;
     }

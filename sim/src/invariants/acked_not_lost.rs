@@ -1,8 +1,8 @@
 //! No acknowledged sample is ever missing from a replica that has applied
 //! past its commit; and an acknowledgement says every sample was stored.
 
-use super::{Replica, Violation};
-use crate::oracle::{Oracle, Outcome, SeriesKey};
+use super::{Held, Replica, Violation};
+use crate::oracle::{Oracle, Outcome};
 use promraft::tsdb::AppendResult;
 
 /// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
@@ -23,14 +23,7 @@ pub fn check_ack(op: u64, samples: usize, r: &AppendResult, at_ms: u64) -> Optio
 /// Checks that `replica` holds every sample of every write acknowledged at
 /// or below its applied index.
 pub fn check(oracle: &Oracle, replica: &Replica, at_ms: u64) -> Vec<Violation> {
-    let mut held = std::collections::HashMap::<(SeriesKey, i64), f64>::new();
-    for s in &replica.data {
-        if let Some(k) = crate::oracle::key_of(&s.labels) {
-            for &(t, v) in &s.samples {
-                held.insert((k, t), v);
-            }
-        }
-    }
+    let held = Held::new(&replica.data);
     let mut out = Vec::new();
     for w in oracle.acked() {
         let Outcome::Acked {
@@ -44,7 +37,7 @@ pub fn check(oracle: &Oracle, replica: &Replica, at_ms: u64) -> Vec<Violation> {
             continue;
         }
         for &(k, t, v) in &w.samples {
-            if held.get(&(k, t)).map(|x| x.to_bits()) != Some(v.to_bits()) {
+            if held.get(k, t).map(f64::to_bits) != Some(v.to_bits()) {
                 out.push(Violation {
                     invariant: NAME,
                     at_ms,
@@ -53,7 +46,7 @@ pub fn check(oracle: &Oracle, replica: &Replica, at_ms: u64) -> Vec<Violation> {
                         replica.id,
                         replica.applied,
                         w.id,
-                        held.get(&(k, t))
+                        held.get(k, t)
                     ),
                 });
                 return out;

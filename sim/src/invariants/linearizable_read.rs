@@ -1,40 +1,42 @@
 //! A linearizable read observes every write acknowledged before it began.
 
-use std::collections::HashSet;
-
 use promraft::tsdb::SeriesData;
 
-use super::Violation;
-use crate::oracle::{key_of, Oracle, Outcome, SeriesKey};
+use super::{Held, Violation};
+use crate::oracle::Oracle;
 
 /// The invariant's name, as violations and the simulator's `VIOLATED` lines give it.
 pub const NAME: &str = "linearizable_read";
 
-/// The samples a read starting now must see: those of every write
-/// acknowledged so far.
-pub fn required(oracle: &Oracle) -> Vec<(u64, SeriesKey, i64)> {
-    oracle
-        .writes
-        .iter()
-        .filter(|w| matches!(w.outcome, Outcome::Acked { .. }))
-        .flat_map(|w| w.samples.iter().map(move |&(k, t, _)| (w.id, k, t)))
-        .collect()
+/// What a read starting now must see: the samples of every write
+/// acknowledged so far, which are the first this many of
+/// [`Oracle::acked_order`] (acknowledgements are only ever appended).
+pub fn required(oracle: &Oracle) -> usize {
+    oracle.acked_order.len()
 }
 
-/// Checks a linearizable read served by `node`, started at `start_ms`.
+/// Checks a linearizable read served by `node`, started at `start_ms`,
+/// when `required` writes had been acknowledged ([`required`]).
 pub fn check(
     node: u64,
     start_ms: u64,
-    required: &[(u64, SeriesKey, i64)],
+    oracle: &Oracle,
+    required: usize,
     data: &[SeriesData],
     at_ms: u64,
 ) -> Option<Violation> {
-    let got: HashSet<(SeriesKey, i64)> = data
+    let held = Held::new(data);
+    // The first sample missing, of the required write with the smallest id.
+    let missing = oracle.acked_order[..required]
         .iter()
-        .filter_map(|s| key_of(&s.labels).map(|k| (k, s)))
-        .flat_map(|(k, s)| s.samples.iter().map(move |&(t, _)| (k, t)))
-        .collect();
-    let missing = required.iter().find(|(_, k, t)| !got.contains(&(*k, *t)))?;
+        .filter_map(|&id| {
+            let w = &oracle.writes[id as usize];
+            w.samples
+                .iter()
+                .find(|&&(k, t, _)| held.get(k, t).is_none())
+                .map(|&(k, t, _)| (id, k, t))
+        })
+        .min_by_key(|&(id, _, _)| id)?;
     Some(Violation {
         invariant: NAME,
         at_ms,

@@ -28,7 +28,53 @@ pub const HOST_FAILED: &str = "host";
 use promraft::node::Node;
 use promraft::tsdb::{Digest, Matcher, SeriesData};
 
-use crate::oracle::METRIC;
+use crate::oracle::{key_of, SeriesKey, METRIC};
+
+/// The simulation's samples of one replica or read, looked up by (series,
+/// timestamp): what a map of every (series, timestamp) to its value, the
+/// later one stored winning, would answer, without building that map at
+/// every check. A series holds its samples sorted by time, so a lookup is
+/// a binary search; a series out of order (a bug the checks report) is
+/// searched from its end.
+pub struct Held<'a> {
+    /// Each of our series, in the order returned.
+    by_series: std::collections::BTreeMap<SeriesKey, Vec<HeldSeries<'a>>>,
+}
+
+/// One series as read: its samples, and whether their timestamps are
+/// strictly increasing.
+type HeldSeries<'a> = (&'a [(i64, f64)], bool);
+
+impl<'a> Held<'a> {
+    /// Indexes `data` (series not of the simulation are left out).
+    pub fn new(data: &'a [SeriesData]) -> Held<'a> {
+        let mut by_series: std::collections::BTreeMap<SeriesKey, Vec<HeldSeries<'a>>> =
+            std::collections::BTreeMap::new();
+        for s in data {
+            if let Some(k) = key_of(&s.labels) {
+                let sorted = s.samples.windows(2).all(|w| w[0].0 < w[1].0);
+                by_series.entry(k).or_default().push((&s.samples, sorted));
+            }
+        }
+        Held { by_series }
+    }
+
+    /// The value held for series `k` at `t` (the last one stored, if
+    /// several).
+    pub fn get(&self, k: SeriesKey, t: i64) -> Option<f64> {
+        let series = self.by_series.get(&k)?;
+        series.iter().rev().find_map(|&(samples, sorted)| {
+            if sorted {
+                samples
+                    .binary_search_by_key(&t, |&(st, _)| st)
+                    .ok()
+                    .map(|i| samples[i].1)
+            } else {
+                samples.iter().rev().find(|&&(st, _)| st == t).map(|&(_, v)| v)
+            }
+        })
+    }
+}
 
 /// A breached invariant.
 #[derive(Debug, Clone)]
@@ -73,5 +119,57 @@ impl Replica {
             data,
             digest,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::{labels, Oracle, TS_BASE};
+
+    fn series(key: SeriesKey, samples: &[(i64, f64)]) -> SeriesData {
+        SeriesData {
+            labels: labels(key),
+            samples: samples.to_vec(),
+        }
+    }
+
+    #[test]
+    fn held_answers_as_a_map_of_every_sample_would() {
+        let data = vec![
+            series((1, 0), &[(10, 1.0), (20, 2.0), (30, 3.0)]),
+            series((1, 1), &[(30, 5.0), (10, 4.0), (30, 6.0)]),
+            series((1, 0), &[(20, 7.0)]),
+        ];
+        let mut map = std::collections::HashMap::new();
+        for s in &data {
+            for &(t, v) in &s.samples {
+                map.insert((key_of(&s.labels).unwrap(), t), v);
+            }
+        }
+        let held = Held::new(&data);
+        for k in [(1, 0), (1, 1), (2, 0)] {
+            for t in [0, 10, 15, 20, 30, 40] {
+                assert_eq!(held.get(k, t), map.get(&(k, t)).copied(), "{k:?}@{t}");
+            }
+        }
+    }
+
+    #[test]
+    fn attempted_finds_each_written_sample_and_nothing_else() {
+        let mut o = Oracle::default();
+        let a = o.begin_write(1, &[(1, 0), (1, 2)], 0);
+        let b = o.begin_write(2, &[(2, 1)], 0);
+        for w in [&a, &b] {
+            for &(k, t, v) in &w.samples {
+                assert_eq!(o.attempted(k, t), Some((v, w.id)));
+            }
+        }
+        let t = a.samples[0].1;
+        assert_eq!(o.attempted((1, 1), t), None, "a series the write did not carry");
+        assert_eq!(o.attempted((2, 1), t), None, "another write's series");
+        for t in [i64::MIN, 0, TS_BASE, TS_BASE + 3, i64::MAX] {
+            assert_eq!(o.attempted((1, 0), t), None, "{t}");
+        }
     }
 }

@@ -36,9 +36,9 @@ pub fn check(oracle: &Oracle, who: &str, data: &[SeriesData], at_ms: u64) -> Vec
             }
         }
         for &(t, val) in &s.samples {
-            match oracle.attempted.get(&(k, t)) {
-                Some(&(want, _)) if want.to_bits() == val.to_bits() => {}
-                Some(&(want, op)) => v(format!("{who}: sample {k:?}@{t} is {val}, but write {op} wrote {want}")),
+            match oracle.attempted(k, t) {
+                Some((want, _)) if want.to_bits() == val.to_bits() => {}
+                Some((want, op)) => v(format!("{who}: sample {k:?}@{t} is {val}, but write {op} wrote {want}")),
                 None => v(format!("{who}: sample {k:?}@{t}={val} was never written")),
             }
         }
