@@ -20,9 +20,9 @@ use promraft::sim_bugs::Bug;
 /// breaches the invariant the bug names (a seed may breach others first).
 /// Each bug of [`Bug::ALL`] but those of [`NOT_FOUND_YET`] is found within
 /// these (see the table in docs/simulation.md): the slowest,
-/// `grant-every-vote`, breaches `one_leader_per_term` first at seed 13
-/// (seeds 0..12 pass), so 60 leaves room. `PROMRAFT_SIM_BUG_SEEDS` sets a
-/// longer budget.
+/// `append-without-fsync`, breaches `heal` first at seed 39 (seeds 0..38
+/// pass), so 60 leaves room. `PROMRAFT_SIM_BUG_SEEDS` sets a longer
+/// budget.
 const BUG_SEEDS: u64 = 60;
 
 /// The simulator's exit status when a seed breached an invariant (and no
