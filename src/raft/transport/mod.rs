@@ -91,6 +91,14 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// read-index calls come from the batcher and the query path of one node.
 pub const SERVER_STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
+/// Streams a peer may reset before the server accepted them, after which
+/// h2 drops the whole connection (GOAWAY). A leader resets every
+/// AppendEntries or heartbeat that outlives its deadline; under saturation
+/// h2's default of 20 was reached and the dropped connection took the
+/// heartbeats with it (the soak: an election). Still bounded, against a
+/// peer that resets streams on purpose.
+pub const SERVER_PENDING_RESETS_MAX: usize = 4096;
+
 /// Response metadata key that carries the leader's id with a "not leader" status.
 pub const LEADER_ID_METADATA: &str = "promraft-leader-id";
 

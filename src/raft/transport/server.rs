@@ -27,8 +27,8 @@ use super::proto::snapshot_chunk::Kind;
 use super::proto::{self, SnapshotChunk};
 use super::snapshot::{self, Incoming};
 use super::{
-    decode, encode, Error, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, SERVER_STREAMS_PER_CONNECTION_MAX,
-    SNAPSHOT_RECEIVES_MAX, SNAPSHOT_RECEIVE_IDLE_MAX, WIRE_FORMAT,
+    decode, encode, Error, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, SERVER_PENDING_RESETS_MAX,
+    SERVER_STREAMS_PER_CONNECTION_MAX, SNAPSHOT_RECEIVES_MAX, SNAPSHOT_RECEIVE_IDLE_MAX, WIRE_FORMAT,
 };
 use crate::raft::state_machine::SnapshotData;
 use crate::raft::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, Vote};
@@ -189,6 +189,7 @@ pub fn raft_service(
 fn server_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_concurrent_streams(SERVER_STREAMS_PER_CONNECTION_MAX)
+        .http2_max_pending_accept_reset_streams(Some(SERVER_PENDING_RESETS_MAX))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
 }
