@@ -382,6 +382,70 @@ pub struct RaftConfig {
     /// Upper bound of the randomized election timeout, ms; also the
     /// leader lease.
     pub election_timeout_max_ms: u64,
+    /// Mutual TLS on the Raft port (absent: plaintext).
+    pub tls: RaftTlsConfig,
+}
+
+/// `raft.tls`: the files of mutual TLS between replicas. All three or none;
+/// the files themselves are read and checked when the node starts, and
+/// again whenever they change (`raft::transport::tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTlsConfig {
+    /// This node's certificate chain (PEM), presented as server and client.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that peers' certificates must chain to.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RaftTlsConfig {
+    /// Whether any of the three files is set.
+    pub fn is_enabled(&self) -> bool {
+        self.cert_file.is_some() || self.key_file.is_some() || self.ca_file.is_some()
+    }
+
+    /// `(cert_file, key_file, ca_file)`, when all three are set (after
+    /// [`Config::validate`]: all three or none).
+    pub fn files(&self) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        Some((self.cert_file.clone()?, self.key_file.clone()?, self.ca_file.clone()?))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let named = [
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("ca_file", &self.ca_file),
+        ];
+        let set: Vec<&str> = named.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n).collect();
+        let missing: Vec<&str> = named.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| *n).collect();
+        if !set.is_empty() && !missing.is_empty() {
+            return Err(invalid(
+                "raft.tls",
+                format!("{} set", set.join(", ")),
+                &format!(
+                    "cert_file, key_file and ca_file go together (flags --raft-tls-cert-file, \
+                     --raft-tls-key-file, --raft-tls-ca-file); missing: {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        for (name, v) in named {
+            if v.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(
+                    match name {
+                        "cert_file" => "raft.tls.cert_file",
+                        "key_file" => "raft.tls.key_file",
+                        _ => "raft.tls.ca_file",
+                    },
+                    "\"\"",
+                    "must be a file path",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RaftConfig {
@@ -390,6 +454,7 @@ impl Default for RaftConfig {
             heartbeat_interval_ms: 30,
             election_timeout_min_ms: 100,
             election_timeout_max_ms: 150,
+            tls: RaftTlsConfig::default(),
         }
     }
 }
@@ -415,7 +480,7 @@ impl RaftConfig {
                 "must be larger than raft.election_timeout_min_ms",
             ));
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 
@@ -861,5 +926,20 @@ mod tests {
         assert!(serde_yaml::from_str::<Config>("storage:\n  retention: 2d\n").is_ok());
         assert!(serde_yaml::from_str::<Config>("storage:\n  retentoin: 2d\n").is_err());
         assert!(serde_yaml::from_str::<Config>("storage:\n  retention: forever\n").is_err());
+    }
+
+    #[test]
+    fn raft_tls_is_all_three_files_or_none() {
+        let mut c = Config::default();
+        c.validate().expect("no TLS is valid");
+        c.raft.tls.cert_file = Some("node.crt".into());
+        c.raft.tls.key_file = Some("node.key".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("raft.tls") && e.contains("missing: ca_file"), "{e}");
+        c.raft.tls.ca_file = Some("ca.crt".into());
+        c.validate().expect("all three are valid");
+        let y: Config =
+            serde_yaml::from_str("raft:\n  tls:\n    cert_file: a\n    key_file: b\n    ca_file: c\n").unwrap();
+        assert!(y.raft.tls.files().is_some());
     }
 }

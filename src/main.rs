@@ -107,6 +107,18 @@ struct ServeArgs {
     /// Log filter, e.g. info, debug, promraft=debug.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Mutual TLS on the Raft port: this node's certificate (PEM), used as
+    /// server and client (overrides raft.tls.cert_file; all three
+    /// --raft-tls-* or none).
+    #[arg(long)]
+    raft_tls_cert_file: Option<PathBuf>,
+    /// The private key of --raft-tls-cert-file (PEM; overrides raft.tls.key_file).
+    #[arg(long)]
+    raft_tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that peers' certificates must chain to
+    /// (overrides raft.tls.ca_file).
+    #[arg(long)]
+    raft_tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -168,6 +180,15 @@ fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
     if let Some(v) = a.out_of_order_window {
         c.storage.out_of_order_window =
             promraft::config::parse_duration(&v).map_err(|e| anyhow::anyhow!("invalid --out-of-order-window: {e}"))?;
+    }
+    if let Some(v) = a.raft_tls_cert_file {
+        c.raft.tls.cert_file = Some(v);
+    }
+    if let Some(v) = a.raft_tls_key_file {
+        c.raft.tls.key_file = Some(v);
+    }
+    if let Some(v) = a.raft_tls_ca_file {
+        c.raft.tls.ca_file = Some(v);
     }
     c.validate()?;
     Ok((c, a.log_level))

@@ -31,6 +31,7 @@ use crate::raft::transport::proto::raft_server::RaftServer;
 use crate::raft::transport::server::{
     raft_service, serve, ForwardedWriteError, ForwardedWrites, LeaderContact, RaftNodeInfo, RaftService,
 };
+use crate::raft::transport::tls::{serve_tls, RaftTls, TlsConnector, TlsFiles};
 use crate::raft::{Command, NodeInfo, Raft};
 use crate::threads::Placement;
 use crate::tsdb::{Db, HeadOptions};
@@ -177,11 +178,31 @@ impl Node {
             .on_raft(async move { tokio::net::TcpListener::bind(raft_addr).await })
             .await
             .map_err(|e| StartError::Raft(format!("cannot listen on raft_addr {}: {e}", config.raft_addr)))?;
+        // Mutual TLS on the Raft port when configured: the files are read
+        // and checked now, so a bad one stops the start with its path.
+        let (connector, serve): (Arc<dyn Connector>, ServeRpc) = match config.raft.tls.files() {
+            Some((cert_file, key_file, ca_file)) => {
+                let files = TlsFiles {
+                    cert_file,
+                    key_file,
+                    ca_file,
+                };
+                let tls = RaftTls::load(files).map_err(|e| StartError::Raft(e.to_string()))?;
+                (
+                    Arc::new(TlsConnector::new(tls.clone())),
+                    Box::new(move |svc, stop| Box::pin(async move { serve_tls(rpc_listener, svc, stop, tls).await })),
+                )
+            }
+            None => (
+                Arc::new(TcpConnector),
+                Box::new(move |svc, stop| Box::pin(async move { serve(rpc_listener, svc, stop).await })),
+            ),
+        };
         let io = NodeIo {
             tsdb_kv: Arc::new(tsdb_sled),
             log_kv: Arc::new(log_sled),
-            connector: Arc::new(TcpConnector),
-            serve: Box::new(move |svc, stop| Box::pin(async move { serve(rpc_listener, svc, stop).await })),
+            connector,
+            serve,
             placement,
         };
         Self::start_with(config, io).await

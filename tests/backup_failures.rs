@@ -6,6 +6,9 @@
 //!   a modified byte (with and without a forged checksum) are each reported
 //!   as such by `verify` and `restore`, and restore leaves nothing behind;
 //! - restore into a non-empty data directory is refused unless forced;
+//! - a backup of format version 1 (tests/fixtures, written by the code
+//!   before the nonce change) still verifies and restores with all its
+//!   samples, and a key file readable by group or others is refused;
 //! - a backup while the leader fails over: from a follower, its stream
 //!   held in the middle until a new leader is elected, it completes; from
 //!   the leader that is killed mid-stream (a relay on 127.0.0.1 holds the
@@ -51,7 +54,7 @@ fn fixture() -> Fixture {
     let plain = dir.path().join("plain.prbackup");
     let encrypted = dir.path().join("enc.prbackup");
     let key = dir.path().join("key");
-    std::fs::write(&key, "11".repeat(32)).expect("write key file");
+    write_key_file(&key, "11".repeat(32));
     promraft_ok(
         &[
             "backup",
@@ -139,10 +142,10 @@ fn damaged_files_wrong_keys_and_newer_versions_are_named() {
 
     // A newer format version.
     let mut newer = plain.clone();
-    newer[8..12].copy_from_slice(&2u32.to_be_bytes());
+    newer[8..12].copy_from_slice(&3u32.to_be_bytes());
     let newer_path = fx.dir.path().join("newer.prbackup");
     std::fs::write(&newer_path, &newer).expect("write");
-    refused(&fx, &newer_path, &[], "format version 2 is newer");
+    refused(&fx, &newer_path, &[], "format version 3 is newer");
 
     // A flipped byte in the middle of the data.
     let mut flipped = plain.clone();
@@ -156,7 +159,7 @@ fn damaged_files_wrong_keys_and_newer_versions_are_named() {
     // was forged to match (only the cipher can tell).
     refused(&fx, &fx.encrypted, &[], "is encrypted");
     let wrong = fx.dir.path().join("wrong-key");
-    std::fs::write(&wrong, [7u8; 32]).expect("write");
+    write_key_file(&wrong, [7u8; 32]);
     let w = s(&wrong);
     refused(&fx, &fx.encrypted, &["--key-file", &w], "wrong key");
     let enc = std::fs::read(&fx.encrypted).expect("read");
@@ -172,6 +175,82 @@ fn damaged_files_wrong_keys_and_newer_versions_are_named() {
     refused(&fx, &forged_path, &key, "failed authentication");
     // The untouched encrypted file is fine with the right key.
     promraft_ok(&["backup", "verify", &s(&fx.encrypted), "--key-file", &k], &[]);
+}
+
+/// The key of tests/fixtures/backup-v1-key-file.prbackup.
+const FIXTURE_V1_KEY_HEX: &str = "2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b";
+
+#[test]
+fn version_1_backup_restores_and_a_shared_key_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestDir::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures");
+    let backup = fixtures.join("backup-v1-key-file.prbackup");
+    let b = s(&backup);
+    let key = dir.path().join("key");
+    write_key_file(&key, FIXTURE_V1_KEY_HEX);
+    let k = s(&key);
+
+    // A key file that group or others may read is refused, by name, mode and fix.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = promraft_fails(&["backup", "verify", &b, "--key-file", &k], &[]);
+    assert!(
+        err.contains(&k) && err.contains("0644") && err.contains("chmod 600"),
+        "expected the file, its mode and `chmod 600` in: {err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    let out = promraft_ok(&["backup", "verify", &b, "--key-file", &k], &[]);
+    assert!(
+        out.contains("format version 1") && out.contains("series 3, samples 30") && out.contains("chacha20poly1305"),
+        "verify of the version 1 fixture: {out}"
+    );
+    let data = dir.path().join("restored");
+    let (http, raft) = (free_addr(), free_addr());
+    let d = s(&data);
+    promraft_ok(
+        &[
+            "restore",
+            "--in",
+            &b,
+            "--data-dir",
+            &d,
+            "--node-id",
+            "1",
+            "--http-addr",
+            &http,
+            "--raft-addr",
+            &raft,
+            "--key-file",
+            &k,
+        ],
+        &[],
+    );
+    // The fixture's samples are from when it was written; a long retention
+    // keeps them whatever today's date.
+    let mut node = TestNode::start_with(1, &data, http, raft, &["--retention", "36500d"]);
+    node.wait_ready(READY_TIMEOUT);
+    let mut want: std::collections::BTreeMap<LabelSet, Vec<(i64, f64)>> = Default::default();
+    let text = std::fs::read_to_string(fixtures.join("backup-v1-content.om")).expect("read fixture content");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        // fixture_metric{series="a"} 0 1796663571
+        let (name_labels, rest) = line.split_once(' ').expect("sample line");
+        let (v, t) = rest.split_once(' ').expect("value and timestamp");
+        let series = name_labels.split('"').nth(1).expect("series label");
+        want.entry(label_set_of(&[("__name__", "fixture_metric"), ("series", series)]))
+            .or_default()
+            .push((t.parse::<i64>().expect("timestamp") * 1000, v.parse().expect("value")));
+    }
+    let (from, to) = want
+        .values()
+        .flatten()
+        .fold((i64::MAX, i64::MIN), |(a, b), (t, _)| (a.min(*t), b.max(*t)));
+    let got = node.raw_samples("fixture_metric", from, to);
+    assert_eq!(
+        got, want,
+        "the restored version 1 backup must hold exactly the fixture's samples"
+    );
+    node.stop(STOP_TIMEOUT).expect("stop the restored node");
 }
 
 #[test]

@@ -1,17 +1,38 @@
 //! Keys and the authenticated cipher of encrypted backups.
 //!
 //! A key is 32 bytes from a key file, or is derived from a passphrase with
-//! Argon2id (salt and cost stored in the header). Each frame is sealed with
-//! ChaCha20-Poly1305 under the nonce `prefix(4) || frame number(8, BE)` and
-//! the header bytes plus the frame kind as associated data, so a modified,
-//! reordered, truncated or transplanted frame fails authentication. A key
-//! check value in the header tells a wrong key apart from a modified file.
-//! This file does no I/O other than reading the key file.
+//! Argon2id (salt and cost stored in the header). A key file that group or
+//! others may read is refused: the key decrypts every backup made with it.
+//!
+//! Backups of format version 2 seal each frame with XChaCha20-Poly1305
+//! under the 24-byte nonce `nonce_prefix(16 random bytes) || frame
+//! number(8, BE)`; format version 1 used ChaCha20-Poly1305 with a 4-byte
+//! random prefix, and is still read (never written).
+//!
+//! Why XChaCha20-Poly1305 with a 16-byte random prefix: one key (a key file)
+//! seals every backup an operator ever makes, so what must never repeat is
+//! the (key, nonce) pair across all of them. Inside one file the frame
+//! number makes nonces distinct; across files only the random prefix does.
+//! With 4 random bytes two of n backups share a prefix with probability
+//! about 1 - exp(-n^2 / 2^33): 7.6 % at n = 26,000, and a shared prefix
+//! reuses the keystream of every frame number the two files have in
+//! common. With 16 random bytes (128 bits) the bound is n^2 / 2^129: below
+//! 2^-65 after 2^32 backups with one key, far below any other risk. The
+//! alternative, a per-backup subkey from HKDF over a random salt, gives the
+//! same bound with a 12-byte nonce but needs two more crates; XChaCha20 is
+//! in the `chacha20poly1305` crate promraft already uses, and its nonce is
+//! long enough to be drawn at random.
+//!
+//! The header bytes plus the frame kind are the associated data, so a
+//! modified, reordered, truncated or transplanted frame fails
+//! authentication. A key check value in the header tells a wrong key apart
+//! from a modified file. This file does no I/O other than reading the key
+//! file.
 
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use rand::RngCore;
 
 use super::format::{Encryption, Kdf};
@@ -27,6 +48,19 @@ pub const ARGON2_P: u32 = 1;
 /// Highest Argon2 memory cost accepted from a header, so a forged header
 /// cannot make `verify` allocate without bound.
 pub const ARGON2_M_KIB_MAX: u32 = 4 * 1024 * 1024;
+
+/// Cipher name in the header of format version 2 (the one written).
+pub const CIPHER_XCHACHA: &str = "xchacha20poly1305";
+/// Cipher name in the header of format version 1 (read only).
+pub const CIPHER_CHACHA_V1: &str = "chacha20poly1305";
+/// Random bytes of the nonce per backup (format version 2): 128 bits, so
+/// that n backups under one key collide with probability about
+/// n^2 / 2^129 (see the module doc).
+pub const NONCE_PREFIX_BYTES: usize = 16;
+/// Random bytes of the nonce per backup in format version 1.
+pub const NONCE_PREFIX_BYTES_V1: usize = 4;
+/// Permission bits a key file must not have: any access by group or others.
+pub const KEY_FILE_MODE_FORBIDDEN: u32 = 0o077;
 
 /// Associated data of the key check value.
 const KEY_CHECK_AAD: &[u8] = b"promraft-backup key check";
@@ -55,7 +89,10 @@ impl std::fmt::Debug for KeySource {
 impl KeySource {
     /// Reads a key file: exactly 32 bytes, or 64 hex digits (surrounding
     /// whitespace ignored).
+    /// A key file that group or others may access (mode & 0o077) is refused
+    /// before it is read, with the fix in the message.
     pub fn from_key_file(path: &Path) -> Result<KeySource, Error> {
+        check_key_file_mode(path)?;
         let b = std::fs::read(path).map_err(|e| Error::Key(format!("reading key file {}: {e}", path.display())))?;
         if b.len() == 32 {
             return Ok(KeySource::Raw(b.try_into().expect("32 bytes")));
@@ -83,6 +120,29 @@ impl KeySource {
     }
 }
 
+/// Refuses a key file whose mode lets group or others access it.
+#[cfg(unix)]
+fn check_key_file_mode(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::Key(format!("reading key file {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & KEY_FILE_MODE_FORBIDDEN != 0 {
+        return Err(Error::Key(format!(
+            "key file {} has mode {mode:04o}: group or others may read it, and it decrypts every backup made with it; \
+             make it private with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Elsewhere there are no Unix permission bits to check.
+#[cfg(not(unix))]
+fn check_key_file_mode(_path: &Path) -> Result<(), Error> {
+    Ok(())
+}
+
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -108,37 +168,61 @@ fn argon2(pass: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<[u8; 32], E
     Ok(key)
 }
 
+/// The AEAD of one backup file, by format version.
+enum Aead2 {
+    /// Format version 2: XChaCha20-Poly1305, 16-byte random prefix.
+    X(XChaCha20Poly1305, [u8; NONCE_PREFIX_BYTES]),
+    /// Format version 1: ChaCha20-Poly1305, 4-byte random prefix (read only).
+    V1(ChaCha20Poly1305, [u8; NONCE_PREFIX_BYTES_V1]),
+}
+
 /// The cipher of one backup file.
 pub struct Cipher {
-    aead: ChaCha20Poly1305,
-    prefix: [u8; 4],
+    aead: Aead2,
+}
+
+/// The nonce of frame `frame`: the file's random prefix, then the frame
+/// number big-endian.
+fn nonce<const N: usize, const P: usize>(prefix: &[u8; P], frame: u64) -> [u8; N] {
+    const { assert!(P + 8 == N) };
+    let mut n = [0u8; N];
+    n[..P].copy_from_slice(prefix);
+    n[P..].copy_from_slice(&frame.to_be_bytes());
+    n
 }
 
 impl Cipher {
-    fn nonce(&self, frame: u64) -> Nonce {
-        let mut n = [0u8; 12];
-        n[..4].copy_from_slice(&self.prefix);
-        n[4..].copy_from_slice(&frame.to_be_bytes());
-        Nonce::from(n)
+    fn encrypt(&self, frame: u64, p: Payload<'_, '_>) -> Result<Vec<u8>, chacha20poly1305::aead::Error> {
+        match &self.aead {
+            Aead2::X(a, prefix) => a.encrypt(&nonce::<24, 16>(prefix, frame).into(), p),
+            Aead2::V1(a, prefix) => a.encrypt(&nonce::<12, 4>(prefix, frame).into(), p),
+        }
+    }
+
+    fn decrypt(&self, frame: u64, p: Payload<'_, '_>) -> Result<Vec<u8>, chacha20poly1305::aead::Error> {
+        match &self.aead {
+            Aead2::X(a, prefix) => a.decrypt(&nonce::<24, 16>(prefix, frame).into(), p),
+            Aead2::V1(a, prefix) => a.decrypt(&nonce::<12, 4>(prefix, frame).into(), p),
+        }
     }
 
     fn key_check(&self) -> Result<Vec<u8>, Error> {
-        self.aead
-            .encrypt(
-                &self.nonce(KEY_CHECK_FRAME),
-                Payload {
-                    msg: b"",
-                    aad: KEY_CHECK_AAD,
-                },
-            )
-            .map_err(|_| Error::Key("sealing the key check".into()))
+        self.encrypt(
+            KEY_CHECK_FRAME,
+            Payload {
+                msg: b"",
+                aad: KEY_CHECK_AAD,
+            },
+        )
+        .map_err(|_| Error::Key("sealing the key check".into()))
     }
 
-    /// A cipher with a fresh nonce prefix (and salt, for a passphrase), and
-    /// the header's description of it.
+    /// A cipher with a fresh 16-byte nonce prefix (and salt, for a
+    /// passphrase), and the header's description of it: always format
+    /// version 2 (XChaCha20-Poly1305).
     pub fn for_writing(key: &KeySource) -> Result<(Cipher, Encryption), Error> {
         let mut rng = rand::rngs::OsRng;
-        let mut prefix = [0u8; 4];
+        let mut prefix = [0u8; NONCE_PREFIX_BYTES];
         rng.fill_bytes(&mut prefix);
         let (k, kdf) = match key {
             KeySource::Raw(k) => (*k, Kdf::RawKey),
@@ -158,11 +242,10 @@ impl Cipher {
             }
         };
         let c = Cipher {
-            aead: ChaCha20Poly1305::new(&k.into()),
-            prefix,
+            aead: Aead2::X(XChaCha20Poly1305::new(&k.into()), prefix),
         };
         let enc = Encryption {
-            cipher: "chacha20poly1305".into(),
+            cipher: CIPHER_XCHACHA.into(),
             kdf,
             nonce_prefix: hex(&prefix),
             key_check: hex(&c.key_check()?),
@@ -170,15 +253,20 @@ impl Cipher {
         Ok((c, enc))
     }
 
-    /// The cipher described by a header; [`Error::WrongKey`] when `key` is
-    /// not the one the backup was written with.
-    pub fn for_reading(key: &KeySource, enc: &Encryption) -> Result<Cipher, Error> {
-        if enc.cipher != "chacha20poly1305" {
-            return Err(Error::Header(format!("unknown cipher {:?}", enc.cipher)));
+    /// The cipher described by the header of a file of format `version`;
+    /// [`Error::WrongKey`] when `key` is not the one the backup was written
+    /// with. Version 1 files use ChaCha20-Poly1305 with a 4-byte prefix,
+    /// version 2 files XChaCha20-Poly1305 with a 16-byte prefix; any other
+    /// pairing is refused.
+    pub fn for_reading(key: &KeySource, enc: &Encryption, version: u32) -> Result<Cipher, Error> {
+        let want_cipher = if version == 1 { CIPHER_CHACHA_V1 } else { CIPHER_XCHACHA };
+        if enc.cipher != want_cipher {
+            return Err(Error::Header(format!(
+                "cipher {:?} in a backup of format version {version} (expected {want_cipher:?})",
+                enc.cipher
+            )));
         }
-        let prefix: [u8; 4] = decode_hex(&enc.nonce_prefix)
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| Error::Header("bad nonce prefix".into()))?;
+        let prefix = decode_hex(&enc.nonce_prefix).ok_or_else(|| Error::Header("nonce prefix is not hex".into()))?;
         let k = match (&enc.kdf, key) {
             (Kdf::RawKey, KeySource::Raw(k)) => *k,
             (Kdf::Argon2id { salt, m_kib, t, p }, KeySource::Passphrase(pass)) => {
@@ -201,10 +289,26 @@ impl Cipher {
                 ))
             }
         };
-        let c = Cipher {
-            aead: ChaCha20Poly1305::new(&k.into()),
-            prefix,
+        let bad_prefix = |want: usize| {
+            Error::Header(format!(
+                "nonce prefix has {} bytes, format version {version} needs {want}",
+                prefix.len()
+            ))
         };
+        let aead = if version == 1 {
+            let p: [u8; NONCE_PREFIX_BYTES_V1] = prefix
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad_prefix(NONCE_PREFIX_BYTES_V1))?;
+            Aead2::V1(ChaCha20Poly1305::new(&k.into()), p)
+        } else {
+            let p: [u8; NONCE_PREFIX_BYTES] = prefix
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad_prefix(NONCE_PREFIX_BYTES))?;
+            Aead2::X(XChaCha20Poly1305::new(&k.into()), p)
+        };
+        let c = Cipher { aead };
         let want = decode_hex(&enc.key_check).ok_or_else(|| Error::Header("bad key check".into()))?;
         if c.key_check()? != want {
             return Err(Error::WrongKey);
@@ -217,8 +321,7 @@ impl Cipher {
         let mut aad = Vec::with_capacity(header.len() + 1);
         aad.extend_from_slice(header);
         aad.push(kind);
-        self.aead
-            .encrypt(&self.nonce(frame), Payload { msg: plain, aad: &aad })
+        self.encrypt(frame, Payload { msg: plain, aad: &aad })
             .map_err(|_| Error::Key(format!("sealing frame {frame}")))
     }
 
@@ -228,8 +331,7 @@ impl Cipher {
         let mut aad = Vec::with_capacity(header.len() + 1);
         aad.extend_from_slice(header);
         aad.push(kind);
-        self.aead
-            .decrypt(&self.nonce(frame), Payload { msg: sealed, aad: &aad })
+        self.decrypt(frame, Payload { msg: sealed, aad: &aad })
             .map_err(|_| Error::Tampered { frame })
     }
 }
@@ -243,25 +345,66 @@ mod tests {
         let k = KeySource::Passphrase("correct horse".into());
         let (c, enc) = Cipher::for_writing(&k).unwrap();
         let sealed = c.seal(0, 1, b"h", b"hello").unwrap();
-        let r = Cipher::for_reading(&k, &enc).unwrap();
+        assert_eq!(enc.cipher, CIPHER_XCHACHA);
+        assert_eq!(decode_hex(&enc.nonce_prefix).unwrap().len(), NONCE_PREFIX_BYTES);
+        let r = Cipher::for_reading(&k, &enc, 2).unwrap();
         assert_eq!(r.open(0, 1, b"h", &sealed).unwrap(), b"hello");
         assert!(matches!(r.open(1, 1, b"h", &sealed), Err(Error::Tampered { frame: 1 })));
         assert!(matches!(r.open(0, 1, b"H", &sealed), Err(Error::Tampered { .. })));
         assert!(matches!(
-            Cipher::for_reading(&KeySource::Passphrase("wrong".into()), &enc),
+            Cipher::for_reading(&KeySource::Passphrase("wrong".into()), &enc, 2),
             Err(Error::WrongKey)
         ));
     }
 
     #[test]
     fn key_file_formats() {
+        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k");
         std::fs::write(&p, [1u8; 32]).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(KeySource::from_key_file(&p), Ok(KeySource::Raw(k)) if k == [1u8; 32]));
         std::fs::write(&p, format!("{}\n", "ab".repeat(32))).unwrap();
         assert!(matches!(KeySource::from_key_file(&p), Ok(KeySource::Raw(k)) if k == [0xab; 32]));
         std::fs::write(&p, "short").unwrap();
         assert!(KeySource::from_key_file(&p).is_err());
+    }
+
+    #[test]
+    fn key_file_readable_by_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        std::fs::write(&p, "ab".repeat(32)).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o601] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = KeySource::from_key_file(&p).unwrap_err().to_string();
+            assert!(
+                err.contains(&p.display().to_string())
+                    && err.contains(&format!("{mode:04o}"))
+                    && err.contains("chmod 600"),
+                "mode {mode:o}: {err}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(KeySource::from_key_file(&p).is_ok(), "mode {mode:o} must be accepted");
+        }
+    }
+
+    #[test]
+    fn prefixes_of_different_backups_differ_and_ciphers_bind_to_the_version() {
+        let k = KeySource::Raw([9u8; 32]);
+        let (_, a) = Cipher::for_writing(&k).unwrap();
+        let (_, b) = Cipher::for_writing(&k).unwrap();
+        assert_ne!(a.nonce_prefix, b.nonce_prefix);
+        // A version 2 description read as version 1 (or the reverse) is refused.
+        assert!(matches!(Cipher::for_reading(&k, &a, 1), Err(Error::Header(_))));
+        let mut v1 = a.clone();
+        v1.cipher = CIPHER_CHACHA_V1.into();
+        assert!(matches!(Cipher::for_reading(&k, &v1, 2), Err(Error::Header(_))));
+        // A version 1 description with a 16-byte prefix is refused by length.
+        assert!(matches!(Cipher::for_reading(&k, &v1, 1), Err(Error::Header(m)) if m.contains("needs 4")));
     }
 }

@@ -17,8 +17,10 @@ use super::Error;
 /// The first eight bytes of every backup file.
 pub const MAGIC: &[u8; 8] = b"PRBACKUP";
 
-/// The format version this binary writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this binary writes and the newest it reads. 2:
+/// XChaCha20-Poly1305 with a 16-byte random nonce prefix per file; 1
+/// (still read): ChaCha20-Poly1305 with a 4-byte prefix (`crypto.rs`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Content bytes per data frame before compression. Big enough that the
 /// per-frame overhead (13 bytes, plus 16 when encrypted) vanishes, small
@@ -54,11 +56,13 @@ pub struct Member {
 /// How the content is encrypted (absent for a plain backup).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Encryption {
-    /// `chacha20poly1305`.
+    /// `xchacha20poly1305` (format version 2) or `chacha20poly1305`
+    /// (format version 1).
     pub cipher: String,
     /// Where the key comes from.
     pub kdf: Kdf,
-    /// First 4 bytes of every frame nonce, hex; random per file.
+    /// First 16 (version 2) or 4 (version 1) bytes of every frame nonce,
+    /// hex; random per file.
     pub nonce_prefix: String,
     /// Tag of an empty message sealed with the key (hex): tells a wrong key
     /// from a modified file.
@@ -383,7 +387,7 @@ impl<R: Read> BackupReader<R> {
         let cipher = match (&header.encryption, key) {
             (None, _) => None,
             (Some(_), None) => return Err(Error::KeyRequired),
-            (Some(enc), Some(k)) => Some(Cipher::for_reading(k, enc)?),
+            (Some(enc), Some(k)) => Some(Cipher::for_reading(k, enc, version)?),
         };
         Ok(BackupReader {
             input,
@@ -578,6 +582,35 @@ mod tests {
             read(&f, Some(&KeySource::Raw([8u8; 32]))),
             Err(Error::WrongKey)
         ));
+    }
+
+    /// A backup of format version 1 written by the code before format
+    /// version 2 (tests/fixtures/README.md): still read, with its content.
+    #[test]
+    fn reads_the_version_1_fixture_written_by_the_old_code() {
+        let file = include_bytes!("../../tests/fixtures/backup-v1-key-file.prbackup");
+        let key = KeySource::Raw([0x2b; 32]);
+        let mut r = BackupReader::open(&file[..], Some(&key)).unwrap();
+        assert_eq!(r.header().format_version, 1);
+        assert_eq!(r.header().encryption.as_ref().unwrap().cipher, "chacha20poly1305");
+        assert_eq!(r.header().samples, 30);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert!(r.is_done());
+        assert_eq!(out.len() as u64, r.header().content_bytes);
+        assert!(matches!(
+            BackupReader::open(&file[..], Some(&KeySource::Raw([0x2c; 32]))),
+            Err(Error::WrongKey)
+        ));
+    }
+
+    #[test]
+    fn writes_version_2_with_xchacha() {
+        let key = KeySource::Raw([7u8; 32]);
+        let f = write(b"abc", Some(&key));
+        assert_eq!(f[8..12], 2u32.to_be_bytes());
+        let r = BackupReader::open(&f[..], Some(&key)).unwrap();
+        assert_eq!(r.header().encryption.as_ref().unwrap().cipher, "xchacha20poly1305");
     }
 
     #[test]

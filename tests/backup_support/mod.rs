@@ -52,6 +52,15 @@ pub fn promraft_fails(args: &[&str], env: &[(&str, &str)]) -> String {
     out.stderr
 }
 
+/// Writes a backup key file private to its owner (mode 0600): promraft
+/// refuses a key file that group or others may read.
+pub fn write_key_file(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write key file {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+}
+
 /// The value the grid writes for series `i` at step `k`.
 pub fn grid_value(i: usize, k: usize) -> f64 {
     (k * 7 + i) as f64 * 0.5

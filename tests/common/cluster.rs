@@ -270,6 +270,9 @@ pub struct Cluster {
     pub raft: RaftTiming,
     /// The `--initial-cluster` value of the original members.
     pub initial_cluster: String,
+    /// Flags every node gets after `--config` and `--initial-cluster`
+    /// (e.g. `--raft-tls-*`).
+    pub node_args: Vec<String>,
     dir: TestDir,
 }
 
@@ -279,7 +282,12 @@ impl Cluster {
     /// waits until every node is ready (knows the leader, applied what it
     /// knows committed).
     pub fn start(n: u64, raft: RaftTiming, extra_yaml: &str) -> Cluster {
-        let dir = TestDir::new();
+        Self::start_in(TestDir::new(), n, raft, extra_yaml, Vec::new())
+    }
+
+    /// [`Cluster::start`] in a given directory, with `node_args` given to
+    /// every node (kept for nodes spawned later).
+    pub fn start_in(dir: TestDir, n: u64, raft: RaftTiming, extra_yaml: &str, node_args: Vec<String>) -> Cluster {
         let config_path = dir.path().join("promraft.yaml");
         std::fs::write(&config_path, config_yaml(raft, extra_yaml)).expect("write the cluster config file");
         let addrs: Vec<NodeAddrs> = (1..=n).map(plan_node).collect();
@@ -289,6 +297,7 @@ impl Cluster {
             config_path,
             raft,
             initial_cluster: initial_cluster.clone(),
+            node_args,
             dir,
         };
         for a in &addrs {
@@ -303,13 +312,9 @@ impl Cluster {
     pub fn spawn_node(&mut self, a: &NodeAddrs, initial_cluster: &str) -> &mut TestNode {
         let data_dir = self.dir.path().join(format!("node{}", a.id));
         let config = self.config_path.display().to_string();
-        let node = TestNode::start_with(
-            a.id,
-            &data_dir,
-            a.http_addr.clone(),
-            a.raft_addr.clone(),
-            &["--config", &config, "--initial-cluster", initial_cluster],
-        );
+        let mut args = vec!["--config", config.as_str(), "--initial-cluster", initial_cluster];
+        args.extend(self.node_args.iter().map(String::as_str));
+        let node = TestNode::start_with(a.id, &data_dir, a.http_addr.clone(), a.raft_addr.clone(), &args);
         assert!(self.nodes.insert(a.id, node).is_none(), "node {} started twice", a.id);
         self.nodes.get_mut(&a.id).expect("just inserted")
     }

@@ -5,7 +5,8 @@
 //! server side ([`server::raft_service`], [`server::serve`]), the streaming
 //! of snapshots in both directions ([`snapshot`]), and the one place where
 //! errors become gRPC statuses and back ([`Error`]). Connections are made by
-//! a [`connector::Connector`], the seam the simulator replaces.
+//! a [`connector::Connector`], the seam the simulator replaces; with
+//! `raft.tls` set they are mutual TLS ([`tls`]) in both directions.
 //!
 //! It does not decide anything about Raft or writes: openraft decides what
 //! to send, the server hands every request to openraft or to the
@@ -21,6 +22,7 @@ pub mod connector;
 pub mod peer;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
