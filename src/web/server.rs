@@ -168,6 +168,20 @@ pub enum BodyError {
     Hyper(#[from] hyper::Error),
 }
 
+/// The [`BodyError::Timeout`] somewhere in `e`'s chain of causes, so a
+/// handler that reads the body itself can answer 400 for it instead of
+/// whatever it answers for other body errors.
+pub fn body_timeout(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(b @ BodyError::Timeout(_)) = err.downcast_ref::<BodyError>() {
+            return Some(b.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// A request body that fails once `web.body_read_timeout` has passed since
 /// the request arrived, so a client trickling its body is cut off.
 pub struct DeadlineBody {
