@@ -81,6 +81,12 @@ echo "== remote write: $series series, $duration at 15s, concurrency $conc"
 echo "-- promraft ($nodes node(s), writes to 127.0.0.1:$pr_port)"
 "$bin" bench write --url "http://127.0.0.1:$pr_port/api/v1/write" --series "$series" --interval 15s \
   --duration "$duration" --concurrency "$conc" --start "$start_ms" | tee "$work/w1"
+if [ "$nodes" -gt 1 ]; then
+  # Elections during the write phase explain any 503 above.
+  for p in "${http_ports[@]}"; do
+    curl -s "http://127.0.0.1:$p/metrics" | awk -v p="$p" '/^promraft_raft_term /{t=$2} /^promraft_raft_leader_changes_total /{c=$2} /^promraft_raft_leader_lease_expired /{e=$2} END {print "node :" p ": term " t ", leader changes seen " c ", lease expired now " e}'
+  done
+fi
 echo "-- prometheus"
 "$bin" bench write --url "http://127.0.0.1:$prom_port/api/v1/write" --series "$series" --interval 15s \
   --duration "$duration" --concurrency "$conc" --start "$start_ms" | tee "$work/w2"
