@@ -528,4 +528,51 @@ mod tests {
         assert!(tls.reload_if_changed().unwrap(), "a good new set was not taken");
         assert!(!Arc::ptr_eq(&before, &tls.server_config()));
     }
+
+    /// The client checks the server's SANs against the host it dialled: a
+    /// certificate for 127.0.0.1 only is taken when dialled as 127.0.0.1
+    /// and refused when the same server is dialled as `localhost`.
+    #[tokio::test]
+    async fn the_client_checks_the_dialled_host_against_the_sans() {
+        let d = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert_file: d.path().join("node.crt"),
+            key_file: d.path().join("node.key"),
+            ca_file: d.path().join("ca.crt"),
+        };
+        write(&files, &pems("one"));
+        let tls = RaftTls::load(files).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        let server = tokio::spawn(async move {
+            let mut accepted = 0;
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                if acceptor.accept(tcp).await.is_ok() {
+                    accepted += 1;
+                }
+            }
+            accepted
+        });
+        let by_ip = connect_tls(
+            tls.clone(),
+            addr.to_string(),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .await;
+        assert!(by_ip.is_ok(), "dialled as 127.0.0.1: {:?}", by_ip.err());
+        let by_name = connect_tls(
+            tls.clone(),
+            addr.to_string(),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .await;
+        let e = by_name
+            .err()
+            .expect("a certificate without a localhost SAN was taken for localhost");
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        drop(by_ip);
+        assert_eq!(server.await.unwrap(), 1);
+    }
 }
