@@ -568,9 +568,9 @@ mod tests {
             ServerName::try_from("localhost").unwrap(),
         )
         .await;
-        let e = by_name
-            .err()
-            .expect("a certificate without a localhost SAN was taken for localhost");
+        let Err(e) = by_name else {
+            panic!("a certificate without a localhost SAN was taken for localhost");
+        };
         assert!(e.to_string().contains("not valid for name"), "{e}");
         drop(by_ip);
         assert_eq!(server.await.unwrap(), 1);
