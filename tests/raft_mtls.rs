@@ -1,4 +1,6 @@
 //! Raft over mutual TLS, with the real binary on loopback:
+//! - a partial `--raft-tls-*` set, and a certificate file that is not PEM,
+//!   stop `promraft serve` with the missing option or the file's path;
 //! - a plaintext gRPC client, and a TLS client whose certificate comes
 //!   from another CA, get no Raft RPC through (an AppendEntries with a
 //!   higher term fails and the node's term does not move), while the same
@@ -216,6 +218,75 @@ fn http_term(http_addr: &str) -> u64 {
     cluster_status(http_addr)
         .unwrap_or_else(|e| panic!("cluster status of {http_addr}: {e}"))
         .term
+}
+
+/// Deadline of a `promraft serve` expected to refuse its configuration.
+const REFUSED_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_partial_or_unreadable_tls_configuration_stops_the_start_with_a_reason() {
+    let dir = TestDir::new();
+    let ca = new_ca("promraft test CA");
+    let files = write_tls(&dir.path().join("tls"), &ca);
+    let serve = |extra: &[&str]| {
+        let data = dir.path().join("data");
+        let (http, raft) = (free_addr(), free_addr());
+        let mut cmd = std::process::Command::new(PROMRAFT_BIN);
+        cmd.args([
+            "serve",
+            "--node-id",
+            "1",
+            "--http-addr",
+            &http,
+            "--raft-addr",
+            &raft,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(extra)
+        .env("NO_COLOR", "1");
+        let out = run_command(&mut cmd, REFUSED_START_TIMEOUT);
+        assert!(!out.status.success(), "serve with {extra:?} started:\n{}", out.stderr);
+        out.stderr
+    };
+    let cert = files.cert_file.display().to_string();
+    let key = files.key_file.display().to_string();
+    let err = serve(&["--raft-tls-cert-file", &cert, "--raft-tls-key-file", &key]);
+    assert!(
+        err.contains("raft.tls") && err.contains("missing: ca_file"),
+        "partial set: {err}"
+    );
+
+    let junk = dir.path().join("junk.crt");
+    std::fs::write(&junk, "this is not a certificate").expect("write junk");
+    let junk_s = junk.display().to_string();
+    let ca_s = files.ca_file.display().to_string();
+    let err = serve(&[
+        "--raft-tls-cert-file",
+        &junk_s,
+        "--raft-tls-key-file",
+        &key,
+        "--raft-tls-ca-file",
+        &ca_s,
+    ]);
+    assert!(
+        err.contains("cert_file") && err.contains(&junk_s),
+        "a certificate that is not PEM: {err}"
+    );
+
+    let gone = dir.path().join("gone.key").display().to_string();
+    let err = serve(&[
+        "--raft-tls-cert-file",
+        &cert,
+        "--raft-tls-key-file",
+        &gone,
+        "--raft-tls-ca-file",
+        &ca_s,
+    ]);
+    assert!(
+        err.contains("key_file") && err.contains(&gone),
+        "a missing key file: {err}"
+    );
 }
 
 #[test]

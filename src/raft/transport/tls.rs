@@ -469,4 +469,110 @@ mod tests {
         let e = RaftTls::load(files).err().expect("garbage must not load").to_string();
         assert!(e.contains("cert_file") && e.contains("junk.pem"), "{e}");
     }
+
+    /// A CA and a certificate of it for 127.0.0.1, as PEM (ca, cert, key).
+    fn pems(name: &str) -> (String, String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &Issuer::from_params(&ca, &ca_key)).unwrap();
+        (ca_pem, cert.pem(), key.serialize_pem())
+    }
+
+    fn write(files: &TlsFiles, (ca, cert, key): &(String, String, String)) {
+        std::fs::write(&files.ca_file, ca).unwrap();
+        std::fs::write(&files.cert_file, cert).unwrap();
+        std::fs::write(&files.key_file, key).unwrap();
+    }
+
+    #[test]
+    fn reload_takes_a_good_change_and_keeps_the_old_set_on_a_bad_one() {
+        let d = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert_file: d.path().join("node.crt"),
+            key_file: d.path().join("node.key"),
+            ca_file: d.path().join("ca.crt"),
+        };
+        write(&files, &pems("one"));
+        let tls = RaftTls::load(files.clone()).unwrap();
+        assert!(!tls.reload_if_changed().unwrap(), "nothing changed yet");
+        let before = tls.server_config();
+
+        // A certificate replaced by garbage: refused, the old set stays.
+        std::fs::write(&files.cert_file, "garbage, and longer than before to change the length").unwrap();
+        let e = tls.reload_if_changed().unwrap_err().to_string();
+        assert!(e.contains("node.crt"), "{e}");
+        assert!(
+            Arc::ptr_eq(&before, &tls.server_config()),
+            "a bad file replaced the configuration"
+        );
+        assert!(
+            !tls.reload_if_changed().unwrap(),
+            "the same bad change is reported once"
+        );
+
+        // A key that does not belong to the certificate: refused too.
+        let two = pems("two");
+        let three = pems("three");
+        write(&files, &(two.0.clone(), two.1.clone(), three.2.clone()));
+        assert!(tls.reload_if_changed().is_err(), "a mismatched key was taken");
+        assert!(Arc::ptr_eq(&before, &tls.server_config()));
+
+        // A good new set is taken.
+        write(&files, &two);
+        assert!(tls.reload_if_changed().unwrap(), "a good new set was not taken");
+        assert!(!Arc::ptr_eq(&before, &tls.server_config()));
+    }
+
+    /// The client checks the server's SANs against the host it dialled: a
+    /// certificate for 127.0.0.1 only is taken when dialled as 127.0.0.1
+    /// and refused when the same server is dialled as `localhost`.
+    #[tokio::test]
+    async fn the_client_checks_the_dialled_host_against_the_sans() {
+        let d = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert_file: d.path().join("node.crt"),
+            key_file: d.path().join("node.key"),
+            ca_file: d.path().join("ca.crt"),
+        };
+        write(&files, &pems("one"));
+        let tls = RaftTls::load(files).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        let server = tokio::spawn(async move {
+            let mut accepted = 0;
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                if acceptor.accept(tcp).await.is_ok() {
+                    accepted += 1;
+                }
+            }
+            accepted
+        });
+        let by_ip = connect_tls(
+            tls.clone(),
+            addr.to_string(),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .await;
+        assert!(by_ip.is_ok(), "dialled as 127.0.0.1: {:?}", by_ip.err());
+        let by_name = connect_tls(
+            tls.clone(),
+            addr.to_string(),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .await;
+        let Err(e) = by_name else {
+            panic!("a certificate without a localhost SAN was taken for localhost");
+        };
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        drop(by_ip);
+        assert_eq!(server.await.unwrap(), 1);
+    }
 }
