@@ -12,7 +12,8 @@
 //!   closes the connection past it); a request body must arrive within
 //!   `web.body_read_timeout` from the request's start (the body then fails
 //!   and the handler answers 400).
-//! - Shutdown: stop accepting, let requests in flight finish.
+//! - Shutdown: stop accepting, let requests in flight finish (at most
+//!   [`SHUTDOWN_REQUESTS_WAIT_MS`]).
 //!
 //! It serves whatever router it is given and knows nothing of the API.
 
@@ -42,6 +43,11 @@ pub const REFUSAL_WRITE_TIMEOUT_MS: u64 = 1_000;
 /// How long accept pauses after an error such as "too many open files",
 /// ms: retrying at once would spin a core while the condition lasts.
 pub const ACCEPT_ERROR_PAUSE_MS: u64 = 50;
+
+/// How long shutdown waits for requests in flight, ms: a write waits for
+/// its commit up to `write.commit_timeout_ms` (10 s by default); a client
+/// trickling a body is not waited for past this.
+pub const SHUTDOWN_REQUESTS_WAIT_MS: u64 = 10_000;
 
 /// The limits of [`serve`] (the `web` section of the configuration).
 #[derive(Debug, Clone, Copy)]
@@ -136,7 +142,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let wait = Duration::from_millis(SHUTDOWN_REQUESTS_WAIT_MS);
+    if tokio::time::timeout(wait, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            wait_ms = SHUTDOWN_REQUESTS_WAIT_MS,
+            "requests still in flight at shutdown are dropped"
+        );
+    }
 }
 
 /// Answers a connection past the cap: a 503 on plain HTTP (the client
