@@ -57,8 +57,8 @@ impl AppState {
         AppState {
             query: Arc::new(node.query_config().clone()),
             write_body_bytes_max: node.write_config().body_bytes_max,
-            enable_admin_api: node.config.web.enable_admin_api,
-            peer_ca_file: node.config.web.peer_ca_file.clone(),
+            enable_admin_api: node.web_config().enable_admin_api,
+            peer_ca_file: node.web_config().peer_ca_file.clone(),
             web,
             node,
         }

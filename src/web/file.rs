@@ -298,11 +298,12 @@ fn suite_by_go_name(name: &str) -> Option<SupportedCipherSuite> {
     })
 }
 
-/// Builds the rustls server configuration from `tls_server_config`.
-fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
-    let mut files = Vec::new();
-    let cert = pem("cert", &t.cert_file, &t.cert, dir, &mut files)?;
-    let key = pem("key", &t.key_file, &t.key, dir, &mut files)?;
+/// The certificate chain and key of `tls_server_config`.
+type CertAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn cert_and_key(t: &RawTls, dir: &Path, files: &mut Vec<PathBuf>) -> Result<CertAndKey, String> {
+    let cert = pem("cert", &t.cert_file, &t.cert, dir, files)?;
+    let key = pem("key", &t.key_file, &t.key, dir, files)?;
     let (Some(cert), Some(key)) = (cert, key) else {
         return Err("tls_server_config: cert_file (or cert) and key_file (or key) are both required".into());
     };
@@ -314,7 +315,12 @@ fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
     }
     let key = PrivateKeyDer::from_pem_slice(&key)
         .map_err(|e| format!("tls_server_config.key_file: no PEM private key: {e}"))?;
+    Ok((chain, key))
+}
 
+/// The protocol versions of `min_version`/`max_version`, and a note when
+/// a minimum below TLS 1.2 is raised to it.
+fn versions(t: &RawTls) -> Result<(Vec<&'static rustls::SupportedProtocolVersion>, Option<String>), String> {
     let min = if t.min_version.is_empty() {
         12
     } else {
@@ -334,20 +340,24 @@ fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
     if min > max {
         return Err("tls_server_config: min_version is above max_version".into());
     }
-    if min < 12 {
-        s.notes.push(format!(
+    let note = (min < 12).then(|| {
+        format!(
             "tls_server_config.min_version {} served as TLS12: TLS 1.0 and 1.1 are not implemented",
             t.min_version
-        ));
-    }
-    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+        )
+    });
+    let mut v: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if min <= 12 {
-        versions.push(&rustls::version::TLS12);
+        v.push(&rustls::version::TLS12);
     }
     if max >= 13 {
-        versions.push(&rustls::version::TLS13);
+        v.push(&rustls::version::TLS13);
     }
+    Ok((v, note))
+}
 
+/// The ring provider restricted to `cipher_suites` and `curve_preferences`.
+fn provider(t: &RawTls) -> Result<CryptoProvider, String> {
     // ring is the one provider built in (aws-lc-rs needs a C toolchain of
     // its own); rustls deprecates it only for lacking post-quantum key
     // exchange.
@@ -393,22 +403,15 @@ fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
         }
         provider.kx_groups = groups;
     }
-    if !t.client_allowed_sans.is_empty() {
-        return Err(
-            "tls_server_config.client_allowed_sans is not supported by promraft; restrict clients by their CA (client_ca_file) instead"
-                .into(),
-        );
-    }
-    let client_ca = pem("client_ca", &t.client_ca_file, &t.client_ca, dir, &mut files)?;
-    let auth_type = if t.client_auth_type.is_empty() {
-        "NoClientCert"
-    } else {
-        t.client_auth_type.as_str()
-    };
-    let provider = Arc::new(provider);
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|e| format!("tls_server_config: {e}"))?;
+    Ok(provider)
+}
+
+/// The client certificate policy of `client_auth_type` and the client CA.
+fn client_verifier(
+    auth_type: &str,
+    client_ca: Option<&[u8]>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
     let roots = |pem: &[u8]| -> Result<Arc<RootCertStore>, String> {
         let mut store = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(pem) {
@@ -422,40 +425,61 @@ fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
         }
         Ok(Arc::new(store))
     };
-    let builder = match (auth_type, &client_ca) {
-        ("NoClientCert", None) => builder.with_no_client_auth(),
-        ("NoClientCert", Some(_)) => {
-            return Err(
-                "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert (set RequireAndVerifyClientCert or VerifyClientCertIfGiven)"
-                    .into(),
-            )
-        }
-        ("RequestClientCert" | "RequireAnyClientCert", _) => {
-            return Err(format!(
-                "tls_server_config.client_auth_type {auth_type} (a client certificate that is not verified) is not supported: it authenticates nobody; use RequireAndVerifyClientCert with client_ca_file"
-            ))
-        }
+    let built = |b: rustls::server::ClientCertVerifierBuilder| {
+        b.build()
+            .map(Some)
+            .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))
+    };
+    match (auth_type, client_ca) {
+        ("NoClientCert", None) => Ok(None),
+        ("NoClientCert", Some(_)) => Err(
+            "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert (set RequireAndVerifyClientCert or VerifyClientCertIfGiven)"
+                .into(),
+        ),
+        ("RequestClientCert" | "RequireAnyClientCert", _) => Err(format!(
+            "tls_server_config.client_auth_type {auth_type} (a client certificate that is not verified) is not supported: it authenticates nobody; use RequireAndVerifyClientCert with client_ca_file"
+        )),
         ("VerifyClientCertIfGiven" | "RequireAndVerifyClientCert", None) => {
-            return Err(format!("tls_server_config.client_auth_type {auth_type} needs client_ca_file"))
+            Err(format!("tls_server_config.client_auth_type {auth_type} needs client_ca_file"))
         }
         ("VerifyClientCertIfGiven", Some(ca)) => {
-            let v = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?;
-            builder.with_client_cert_verifier(v)
+            built(WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone()).allow_unauthenticated())
         }
         ("RequireAndVerifyClientCert", Some(ca)) => {
-            let v = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
-                .build()
-                .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?;
-            builder.with_client_cert_verifier(v)
+            built(WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone()))
         }
-        (other, _) => {
-            return Err(format!(
-                "tls_server_config.client_auth_type: unknown value {other:?} (NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
-            ))
-        }
+        (other, _) => Err(format!(
+            "tls_server_config.client_auth_type: unknown value {other:?} (NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
+        )),
+    }
+}
+
+/// Builds the rustls server configuration from `tls_server_config`.
+fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
+    let mut files = Vec::new();
+    let (chain, key) = cert_and_key(t, dir, &mut files)?;
+    let (versions, note) = versions(t)?;
+    s.notes.extend(note);
+    if !t.client_allowed_sans.is_empty() {
+        return Err(
+            "tls_server_config.client_allowed_sans is not supported by promraft; restrict clients by their CA (client_ca_file) instead"
+                .into(),
+        );
+    }
+    let provider = Arc::new(provider(t)?);
+    let client_ca = pem("client_ca", &t.client_ca_file, &t.client_ca, dir, &mut files)?;
+    let auth_type = if t.client_auth_type.is_empty() {
+        "NoClientCert"
+    } else {
+        t.client_auth_type.as_str()
+    };
+    let verifier = client_verifier(auth_type, client_ca.as_deref(), &provider)?;
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls_server_config: {e}"))?;
+    let builder = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(v) => builder.with_client_cert_verifier(v),
     };
     let mut cfg = builder
         .with_single_cert(chain, key)

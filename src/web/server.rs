@@ -12,7 +12,8 @@
 //!   closes the connection past it); a request body must arrive within
 //!   `web.body_read_timeout` from the request's start (the body then fails
 //!   and the handler answers 400).
-//! - Shutdown: stop accepting, let requests in flight finish.
+//! - Shutdown: stop accepting, let requests in flight finish (at most
+//!   [`SHUTDOWN_REQUESTS_WAIT_MS`]).
 //!
 //! It serves whatever router it is given and knows nothing of the API.
 
@@ -32,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
+use super::file::WebSettings;
 use super::state::WebState;
 
 /// How long a refused connection is given to take its 503, ms: it is
@@ -42,6 +44,11 @@ pub const REFUSAL_WRITE_TIMEOUT_MS: u64 = 1_000;
 /// How long accept pauses after an error such as "too many open files",
 /// ms: retrying at once would spin a core while the condition lasts.
 pub const ACCEPT_ERROR_PAUSE_MS: u64 = 50;
+
+/// How long shutdown waits for requests in flight, ms: a write waits for
+/// its commit up to `write.commit_timeout_ms` (10 s by default); a client
+/// trickling a body is not waited for past this.
+pub const SHUTDOWN_REQUESTS_WAIT_MS: u64 = 10_000;
 
 /// The limits of [`serve`] (the `web` section of the configuration).
 #[derive(Debug, Clone, Copy)]
@@ -87,56 +94,90 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let web = web.clone();
+        let conn = Conn {
+            app: app.clone(),
+            web: web.clone(),
+            settings,
+            limits,
+            peer,
+        };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            web.connections_open.fetch_add(1, Ordering::Relaxed);
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Some(limits.header_read_timeout));
-            builder.http2().timer(TokioTimer::new());
-            let builder = if settings.http2 { builder } else { builder.http1_only() };
-            let body_timeout = limits.body_read_timeout;
-            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let req = req.map(|b| axum::body::Body::new(DeadlineBody::new(b, body_timeout)));
-                app.clone().oneshot(req)
-            });
-            match &settings.tls {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-                    }
-                }
-                Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                    match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
-                            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            web.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            web.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%peer, timeout_ms = limits.tls_handshake_timeout.as_millis() as u64, "TLS handshake timed out");
-                        }
-                    }
-                }
-            }
+            conn.web.connections_open.fetch_add(1, Ordering::Relaxed);
+            let web = conn.web.clone();
+            conn.serve(stream, watcher).await;
             web.connections_open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let wait = Duration::from_millis(SHUTDOWN_REQUESTS_WAIT_MS);
+    if tokio::time::timeout(wait, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            wait_ms = SHUTDOWN_REQUESTS_WAIT_MS,
+            "requests still in flight at shutdown are dropped"
+        );
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    app: axum::Router,
+    web: Arc<WebState>,
+    settings: Arc<WebSettings>,
+    limits: Limits,
+    peer: std::net::SocketAddr,
+}
+
+impl Conn {
+    /// The TLS handshake (if TLS is on), then HTTP until the connection
+    /// ends or shutdown closes it.
+    async fn serve(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
+        let Conn {
+            app,
+            web,
+            settings,
+            limits,
+            peer,
+        } = self;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Some(limits.header_read_timeout));
+        builder.http2().timer(TokioTimer::new());
+        let builder = if settings.http2 { builder } else { builder.http1_only() };
+        let body_timeout = limits.body_read_timeout;
+        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let req = req.map(|b| axum::body::Body::new(DeadlineBody::new(b, body_timeout)));
+            app.clone().oneshot(req)
+        });
+        let Some(tls) = &settings.tls else {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+        match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                }
+            }
+            Ok(Err(e)) => {
+                web.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                web.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                let timeout_ms = limits.tls_handshake_timeout.as_millis() as u64;
+                tracing::debug!(%peer, timeout_ms, "TLS handshake timed out");
+            }
+        }
+    }
 }
 
 /// Answers a connection past the cap: a 503 on plain HTTP (the client
