@@ -114,7 +114,8 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        if (end_ms - start_ms) / step_ms >= RANGE_STEPS_MAX {
+        // In i128: the span of two valid times can exceed an i64.
+        if (i128::from(end_ms) - i128::from(start_ms)) / i128::from(step_ms) >= i128::from(RANGE_STEPS_MAX) {
             return Err(QueryError::BadData(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
                     .into(),
