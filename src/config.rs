@@ -275,6 +275,24 @@ pub mod bounds {
         RangeInclusive::new(Duration::from_millis(1), Duration::from_secs(3_600));
     /// `query.concurrency_max`.
     pub const QUERY_CONCURRENCY: RangeInclusive<usize> = RangeInclusive::new(1, 10_000);
+    /// `query.expr_bytes_max`: from a short selector to the largest
+    /// request body a node reads.
+    pub const QUERY_EXPR_BYTES: RangeInclusive<usize> = RangeInclusive::new(64, 32 << 20);
+    /// `web.connections_max`: one connection at least; a million open
+    /// sockets is past any file-descriptor limit a node is given.
+    pub const WEB_CONNECTIONS: RangeInclusive<usize> = RangeInclusive::new(1, 1_000_000);
+    /// `web.header_read_timeout`: a second at least (a real client on a
+    /// slow link); ten minutes at most, past which the timeout protects
+    /// nothing.
+    pub const WEB_HEADER_READ_TIMEOUT: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_secs(1), Duration::from_secs(600));
+    /// `web.body_read_timeout`: as above, up to an hour for a 32 MiB body
+    /// on a slow link.
+    pub const WEB_BODY_READ_TIMEOUT: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_secs(1), Duration::from_secs(3_600));
+    /// `web.tls_handshake_timeout`.
+    pub const WEB_TLS_HANDSHAKE_TIMEOUT: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_secs(1), Duration::from_secs(600));
 
     /// Largest remote-write body (compressed) any configuration may accept,
     /// bytes. Prometheus's own sender keeps requests to
@@ -497,6 +515,8 @@ pub struct QueryConfig {
     /// heard from no leader for longer than this.
     #[serde(with = "duration_serde")]
     pub max_staleness: Duration,
+    /// Longest PromQL expression accepted, bytes (400 bad_data past it).
+    pub expr_bytes_max: usize,
 }
 
 impl Default for QueryConfig {
@@ -507,6 +527,10 @@ impl Default for QueryConfig {
             concurrency_max: 20,
             lookback_delta: Duration::from_secs(300),
             max_staleness: Duration::from_secs(10),
+            // Dashboards generate long queries (regex alternations of many
+            // hosts) of tens of KiB; 256 KiB is far past them and still
+            // bounds what the parser is handed.
+            expr_bytes_max: 256 << 10,
         }
     }
 }
@@ -527,6 +551,7 @@ impl QueryConfig {
             ));
         }
         in_range("query.concurrency_max", self.concurrency_max, &QUERY_CONCURRENCY)?;
+        in_range("query.expr_bytes_max", self.expr_bytes_max, &QUERY_EXPR_BYTES)?;
         for (field, d) in [
             ("query.lookback_delta", self.lookback_delta),
             ("query.max_staleness", self.max_staleness),
@@ -535,6 +560,78 @@ impl QueryConfig {
             // count in milliseconds.
             if d.as_millis() == 0 {
                 return Err(invalid(field, fd(d), "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP server: admin API switch, abuse limits, and how node-to-node
+/// HTTP calls trust the other nodes (docs/security.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the admin endpoints (backup, snapshot, delete, cluster
+    /// membership); off by default, as in Prometheus.
+    pub enable_admin_api: bool,
+    /// Connections served at once; past it a new connection is answered
+    /// 503 (plain HTTP) or closed (TLS) at once.
+    pub connections_max: usize,
+    /// Time a client has to send a request's headers (HTTP/1).
+    #[serde(with = "duration_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body, from its headers on.
+    #[serde(with = "duration_serde")]
+    pub body_read_timeout: Duration,
+    /// Time a client has to finish the TLS handshake.
+    #[serde(with = "duration_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// PEM file with the CA that signs the other nodes' HTTP certificates,
+    /// for requests one node relays to another over https. Unset: the web
+    /// config's `client_ca_file`, else the system's roots.
+    pub peer_ca_file: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enable_admin_api: false,
+            // Each Prometheus remote-writes over up to `max_shards` (50 by
+            // default) connections; 4096 serves a fleet of them plus
+            // dashboards, at some KiB of memory per idle connection.
+            connections_max: 4_096,
+            // A client sends its headers in one packet; 30 s (hyper's own
+            // default) is generous and still cuts a slowloris off.
+            header_read_timeout: Duration::from_secs(30),
+            // Prometheus's --web.read-timeout default: 5 minutes to read a
+            // whole request.
+            body_read_timeout: Duration::from_secs(300),
+            // A handshake is two round trips; 10 s covers a lossy link.
+            tls_handshake_timeout: Duration::from_secs(10),
+            peer_ca_file: None,
+        }
+    }
+}
+
+impl WebConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        use bounds::*;
+        in_range("web.connections_max", self.connections_max, &WEB_CONNECTIONS)?;
+        for (field, d, r) in [
+            (
+                "web.header_read_timeout",
+                self.header_read_timeout,
+                &WEB_HEADER_READ_TIMEOUT,
+            ),
+            ("web.body_read_timeout", self.body_read_timeout, &WEB_BODY_READ_TIMEOUT),
+            (
+                "web.tls_handshake_timeout",
+                self.tls_handshake_timeout,
+                &WEB_TLS_HANDSHAKE_TIMEOUT,
+            ),
+        ] {
+            if !r.contains(&d) {
+                return Err(outside(field, fd(d), fd(*r.start()), fd(*r.end())));
             }
         }
         Ok(())
@@ -565,6 +662,11 @@ pub struct Config {
     pub write: WriteConfig,
     /// Query path.
     pub query: QueryConfig,
+    /// Prometheus web configuration file (TLS, basic auth, roles);
+    /// unset: plain HTTP without authentication.
+    pub web_config_file: Option<PathBuf>,
+    /// HTTP server.
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -579,6 +681,8 @@ impl Default for Config {
             raft: RaftConfig::default(),
             write: WriteConfig::default(),
             query: QueryConfig::default(),
+            web_config_file: None,
+            web: WebConfig::default(),
         }
     }
 }
@@ -627,6 +731,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROMRAFT_INITIAL_CLUSTER", "initial_cluster"),
     ("PROMRAFT_RETENTION", "storage.retention"),
     ("PROMRAFT_OUT_OF_ORDER_WINDOW", "storage.out_of_order_window"),
+    ("PROMRAFT_WEB_CONFIG_FILE", "web_config_file"),
+    ("PROMRAFT_WEB_ENABLE_ADMIN_API", "web.enable_admin_api"),
 ];
 
 impl Config {
@@ -679,6 +785,16 @@ impl Config {
             self.storage.out_of_order_window =
                 parse_duration(&v).map_err(|e| bad("PROMRAFT_OUT_OF_ORDER_WINDOW", v.clone(), &e.to_string()))?;
         }
+        if let Some(v) = get("PROMRAFT_WEB_CONFIG_FILE") {
+            self.web_config_file = Some(PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get("PROMRAFT_WEB_ENABLE_ADMIN_API") {
+            self.web.enable_admin_api = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(bad("PROMRAFT_WEB_ENABLE_ADMIN_API", v, "must be true or false")),
+            };
+        }
         Ok(())
     }
 
@@ -689,7 +805,8 @@ impl Config {
         self.storage.validate()?;
         self.raft.validate()?;
         self.write.validate()?;
-        self.query.validate()
+        self.query.validate()?;
+        self.web.validate()
     }
 
     /// The top-level fields: identity, addresses, the member list.

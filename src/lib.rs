@@ -13,7 +13,8 @@
 //! |---|---|
 //! | `cli` | every module |
 //! | `bench` | every module |
-//! | `api` | `node`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `api` | `node`, `web`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `web` | nothing |
 //! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
@@ -36,6 +37,10 @@
 //!   endpoints, `/metrics`. Its state is the whole [`node::Node`]; it hands
 //!   the layers below only the part they need ([`cluster::routing::Router`],
 //!   [`backup::source::BackupSource`], `&Db`).
+//! - [`web`]: the HTTP edge: Prometheus's web configuration file (TLS,
+//!   basic auth, response headers) with promraft's roles, re-read when it
+//!   changes, and the server (accept loop, connection cap, header, body
+//!   and handshake timeouts) that `main` runs the API's router on.
 //! - [`node`]: wires one node together from a [`config::Config`] and owns
 //!   its background duties (checkpoints, retention, the leader watch).
 //! - [`backup`]: consistent backup files, verify and restore, OpenMetrics
@@ -87,6 +92,7 @@ pub mod raft;
 pub mod sim_bugs;
 pub mod threads;
 pub mod tsdb;
+pub mod web;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -1,7 +1,6 @@
 //! The `promraft` command line: `serve` runs a node, `bench` runs the load
 //! generators and micro-benchmarks.
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -107,6 +106,16 @@ struct ServeArgs {
     /// a node that holds state ignores it.
     #[arg(long)]
     initial_cluster: Option<String>,
+    /// Prometheus web configuration file: TLS, basic auth, response
+    /// headers, and promraft's roles (overrides web_config_file; see
+    /// docs/security.md). Re-read when it changes.
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
+    /// Serve the admin endpoints (backup, snapshot, delete_series, export,
+    /// cluster membership); overrides web.enable_admin_api. Off by
+    /// default, as in Prometheus.
+    #[arg(long = "web.enable-admin-api")]
+    web_enable_admin_api: bool,
     /// Log filter, e.g. info, debug, promraft=debug.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -172,6 +181,12 @@ fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
         c.storage.out_of_order_window =
             promraft::config::parse_duration(&v).map_err(|e| anyhow::anyhow!("invalid --out-of-order-window: {e}"))?;
     }
+    if let Some(v) = a.web_config_file {
+        c.web_config_file = Some(v);
+    }
+    if a.web_enable_admin_api {
+        c.web.enable_admin_api = true;
+    }
     c.validate()?;
     Ok((c, a.log_level))
 }
@@ -182,22 +197,37 @@ async fn serve(a: ServeArgs, placement: promraft::threads::Placement) -> anyhow:
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log_level).context("invalid --log-level")?)
         .with_writer(std::io::stderr)
         .init();
+    // A web config that cannot be honoured stops the start, before any
+    // port is bound.
+    let web = promraft::web::state::WebState::load(config.web_config_file.as_deref())?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
+    let limits = promraft::web::server::Limits {
+        connections_max: config.web.connections_max,
+        header_read_timeout: config.web.header_read_timeout,
+        body_read_timeout: config.web.body_read_timeout,
+        tls_handshake_timeout: config.web.tls_handshake_timeout,
+    };
     let node = Node::start(config, placement).await?;
-    tracing::info!(node_id = node.config.node_id, http = %node.config.http_addr, "serving");
-    let app = promraft::api::router(node.clone());
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut http = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
+    web.watch();
+    tracing::info!(
+        node_id = node.config.node_id,
+        http = %node.config.http_addr,
+        tls = web.current().tls.is_some(),
+        admin_api = node.config.web.enable_admin_api,
+        "serving"
     );
+    let app = promraft::api::router(node.clone(), web.clone());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut http = tokio::spawn(promraft::web::server::serve(listener, app, web, limits, async {
+        let _ = http_stopped.await;
+    }));
     tokio::select! {
-        r = &mut http => return r.context("HTTP server task")?.context("HTTP server"),
+        r = &mut http => {
+            r.context("HTTP server task")?;
+            anyhow::bail!("HTTP server stopped");
+        }
         s = stop_signal() => s?,
     }
     // The HTTP API keeps serving through the handover and the drain: writes
@@ -211,7 +241,7 @@ async fn serve(a: ServeArgs, placement: promraft::threads::Placement) -> anyhow:
     tokio::time::sleep(promraft::node::SHUTDOWN_DRAIN).await;
     let _ = stop_http.send(());
     // Requests in progress finish; the listener is closed.
-    http.await.context("HTTP server task")?.context("HTTP server")?;
+    http.await.context("HTTP server task")?;
     if tokio::time::timeout(promraft::node::SHUTDOWN_TIMEOUT, node.shutdown())
         .await
         .is_err()

@@ -294,6 +294,11 @@ impl Node {
         &self.config.write
     }
 
+    /// The `web` section of this node's configuration.
+    pub fn web_config(&self) -> &crate::config::WebConfig {
+        &self.config.web
+    }
+
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.config.node_id

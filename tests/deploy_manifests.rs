@@ -409,6 +409,8 @@ fn systemd_unit_verifies() {
     assert!(unit.contains("ExecStart=/usr/local/bin/promraft serve --config /etc/promraft/promraft.yaml"));
     assert!(unit.contains("Restart=on-failure"));
     assert!(unit.contains("StateDirectory=promraft"));
+    // `promraft cluster` and `promraft backup` need the admin API.
+    assert!(unit.contains("Environment=PROMRAFT_WEB_ENABLE_ADMIN_API=true"));
     let Some(analyze) = which("systemd-analyze") else {
         return skip(
             "systemd_unit_verifies",

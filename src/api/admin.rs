@@ -182,14 +182,21 @@ async fn relay_to_leader(
     else {
         return Some(ApiError::unavailable(format!("leader {leader} has no known HTTP address")).into_response());
     };
-    let url = match query {
-        Some(q) => format!("http://{addr}{path}?{q}"),
-        None => format!("http://{addr}{path}"),
+    let (client, scheme) = match node.peer_client(DELETE_COMMIT_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => return Some(e.into_response()),
     };
-    let client = reqwest::Client::builder().timeout(DELETE_COMMIT_TIMEOUT).build().ok()?;
+    let url = match query {
+        Some(q) => format!("{scheme}://{addr}{path}?{q}"),
+        None => format!("{scheme}://{addr}{path}"),
+    };
     let mut req = client.post(&url).body(body.clone());
     if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         req = req.header("Content-Type", ct);
+    }
+    // The leader checks the caller's own credentials.
+    if let Some(a) = headers.get(header::AUTHORIZATION) {
+        req = req.header(header::AUTHORIZATION, a.clone());
     }
     Some(match req.send().await {
         Ok(r) => {

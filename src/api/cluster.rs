@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use openraft::ChangeMembers;
@@ -154,7 +154,9 @@ pub struct AdminOutcome {
 }
 
 /// Relays the request to the leader's HTTP API when this node is not it.
-async fn relay_if_follower(node: &AppState, path: &str, req: &AdminRequest) -> Option<Response> {
+/// The caller's `Authorization` goes along, so the leader checks the same
+/// credentials; https when this node serves TLS.
+async fn relay_if_follower(node: &AppState, headers: &HeaderMap, path: &str, req: &AdminRequest) -> Option<Response> {
     let m = node.raft_metrics();
     let leader = m.current_leader?;
     if leader == node.id() {
@@ -168,9 +170,16 @@ async fn relay_if_follower(node: &AppState, path: &str, req: &AdminRequest) -> O
     else {
         return Some(ApiError::unavailable(format!("leader {leader} has no known HTTP address")).into_response());
     };
-    let url = format!("http://{addr}{path}");
-    let client = reqwest::Client::builder().timeout(RELAY_DEADLINE).build().ok()?;
-    Some(match client.post(&url).json(req).send().await {
+    let (client, scheme) = match node.peer_client(RELAY_DEADLINE) {
+        Ok(c) => c,
+        Err(e) => return Some(e.into_response()),
+    };
+    let url = format!("{scheme}://{addr}{path}");
+    let mut post = client.post(&url).json(req);
+    if let Some(a) = headers.get(axum::http::header::AUTHORIZATION) {
+        post = post.header(axum::http::header::AUTHORIZATION, a.clone());
+    }
+    Some(match post.send().await {
         Ok(r) => {
             let code = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let body = r.bytes().await.unwrap_or_default();
@@ -195,8 +204,8 @@ fn done(message: String, log_index: Option<u64>) -> Response {
 }
 
 /// `POST /api/v1/admin/cluster/add-learner` `{"node_id":4,"raft_addr":"h:p","http_addr":"h:p"}`
-pub async fn add_learner(State(node): State<AppState>, Json(req): Json<AdminRequest>) -> Response {
-    if let Some(r) = relay_if_follower(&node, "/api/v1/admin/cluster/add-learner", &req).await {
+pub async fn add_learner(State(node): State<AppState>, headers: HeaderMap, Json(req): Json<AdminRequest>) -> Response {
+    if let Some(r) = relay_if_follower(&node, &headers, "/api/v1/admin/cluster/add-learner", &req).await {
         return r;
     }
     if let Some(e) = not_leader(&node) {
@@ -233,8 +242,8 @@ pub async fn add_learner(State(node): State<AppState>, Json(req): Json<AdminRequ
 }
 
 /// `POST /api/v1/admin/cluster/promote` `{"node_id":4}`: learner to voter.
-pub async fn promote(State(node): State<AppState>, Json(req): Json<AdminRequest>) -> Response {
-    if let Some(r) = relay_if_follower(&node, "/api/v1/admin/cluster/promote", &req).await {
+pub async fn promote(State(node): State<AppState>, headers: HeaderMap, Json(req): Json<AdminRequest>) -> Response {
+    if let Some(r) = relay_if_follower(&node, &headers, "/api/v1/admin/cluster/promote", &req).await {
         return r;
     }
     if let Some(e) = not_leader(&node) {
@@ -262,8 +271,8 @@ pub async fn promote(State(node): State<AppState>, Json(req): Json<AdminRequest>
 }
 
 /// `POST /api/v1/admin/cluster/remove` `{"node_id":4}`: removes a voter or learner.
-pub async fn remove(State(node): State<AppState>, Json(req): Json<AdminRequest>) -> Response {
-    if let Some(r) = relay_if_follower(&node, "/api/v1/admin/cluster/remove", &req).await {
+pub async fn remove(State(node): State<AppState>, headers: HeaderMap, Json(req): Json<AdminRequest>) -> Response {
+    if let Some(r) = relay_if_follower(&node, &headers, "/api/v1/admin/cluster/remove", &req).await {
         return r;
     }
     if let Some(e) = not_leader(&node) {
@@ -295,8 +304,12 @@ pub async fn remove(State(node): State<AppState>, Json(req): Json<AdminRequest>)
 }
 
 /// `POST /api/v1/admin/cluster/transfer-leader` `{"node_id":2}`
-pub async fn transfer_leader(State(node): State<AppState>, Json(req): Json<AdminRequest>) -> Response {
-    if let Some(r) = relay_if_follower(&node, "/api/v1/admin/cluster/transfer-leader", &req).await {
+pub async fn transfer_leader(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<AdminRequest>,
+) -> Response {
+    if let Some(r) = relay_if_follower(&node, &headers, "/api/v1/admin/cluster/transfer-leader", &req).await {
         return r;
     }
     if let Some(e) = not_leader(&node) {

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod guard;
 pub mod params;
 pub mod query;
 pub mod read;
@@ -30,6 +31,7 @@ use serde::Serialize;
 
 use crate::config::QueryConfig;
 use crate::node::Node;
+use crate::web::state::WebState;
 
 /// Shared state of every handler: the node, and the configuration sections
 /// the handlers read, copied at construction (handlers do not reach into
@@ -41,16 +43,33 @@ pub struct AppState {
     pub query: Arc<QueryConfig>,
     /// `write.body_bytes_max`.
     pub write_body_bytes_max: usize,
+    /// The HTTP edge: web config in force, password cache, metrics.
+    pub web: Arc<WebState>,
+    /// `web.enable_admin_api`.
+    pub enable_admin_api: bool,
+    /// `web.peer_ca_file`.
+    pub peer_ca_file: Option<std::path::PathBuf>,
 }
 
 impl AppState {
-    /// The state of `node`'s handlers.
-    pub fn new(node: Arc<Node>) -> AppState {
+    /// The state of `node`'s handlers, behind the edge `web`.
+    pub fn new(node: Arc<Node>, web: Arc<WebState>) -> AppState {
         AppState {
             query: Arc::new(node.query_config().clone()),
             write_body_bytes_max: node.write_config().body_bytes_max,
+            enable_admin_api: node.web_config().enable_admin_api,
+            peer_ca_file: node.web_config().peer_ca_file.clone(),
+            web,
             node,
         }
+    }
+
+    /// A client for a call to another node's HTTP API (relays to the
+    /// leader) and the scheme to use: https when this node serves TLS.
+    pub fn peer_client(&self, timeout: std::time::Duration) -> Result<(reqwest::Client, &'static str), ApiError> {
+        self.web
+            .peer_client(self.peer_ca_file.as_deref(), timeout)
+            .map_err(|e| ApiError::internal(format!("client for relaying to the leader: {e}")))
     }
 }
 
@@ -266,9 +285,10 @@ pub async fn read_barrier(
         .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
-/// The router with every endpoint.
-pub fn router(node: Arc<Node>) -> Router {
-    let node = AppState::new(node);
+/// The router with every endpoint, behind the edge `web` (credentials,
+/// roles, the admin switch: [`guard`]).
+pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
+    let node = AppState::new(node, web);
     Router::new()
         .route("/api/v1/write", post(write::remote_write))
         .route("/api/v1/query", get(query::instant).post(query::instant))
@@ -301,5 +321,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/-/ready", get(status::ready).head(status::ready))
         .route("/metrics", get(status::metrics))
         .layer(axum::middleware::from_fn_with_state(node.clone(), stamp))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), guard::guard))
         .with_state(node)
 }

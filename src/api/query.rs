@@ -158,6 +158,7 @@ pub async fn instant(State(node): State<AppState>, RawQuery(q): RawQuery, header
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?
             .to_string();
+        check_expr_len(&node, &expr)?;
         let time = p.time("time", chrono::Utc::now().timestamp_millis())?;
         let (o, timeout) = opts(&node, &p)?;
         Ok((expr, time, o, timeout, p.limit()?))
@@ -180,6 +181,7 @@ pub async fn range(State(node): State<AppState>, RawQuery(q): RawQuery, headers:
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?
             .to_string();
+        check_expr_len(&node, &expr)?;
         let (start, end, step) = p.range(RANGE_POINTS_MAX)?;
         let (o, timeout) = opts(&node, &p)?;
         Ok((expr, start, end, step, o, timeout, p.limit()?))
@@ -192,11 +194,29 @@ pub async fn range(State(node): State<AppState>, RawQuery(q): RawQuery, headers:
     }
 }
 
+/// 400 bad_data past `query.expr_bytes_max`, before the parser sees it.
+fn check_expr_len(node: &AppState, expr: &str) -> Result<(), ApiError> {
+    let max = node.query.expr_bytes_max;
+    if expr.len() > max {
+        return Err(ApiError::bad_data(format!(
+            "invalid parameter \"query\": the query is {} bytes, more than the limit of {max} (query.expr_bytes_max)",
+            expr.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `GET|POST /api/v1/format_query`: the query, pretty-printed.
-pub async fn format_query(RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn format_query(
+    State(node): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let run = || -> Result<Response, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &body)?;
         let expr = p.get("query").unwrap_or("");
+        check_expr_len(&node, expr)?;
         let e = promql_parser::parser::parse(expr)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
         Ok(success(e.prettify(), &[]))
@@ -205,10 +225,16 @@ pub async fn format_query(RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes
 }
 
 /// `GET|POST /api/v1/parse_query`: the query's syntax tree as JSON.
-pub async fn parse_query(RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn parse_query(
+    State(node): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let run = || -> Result<Response, ApiError> {
         let p = Params::parse(q.as_deref(), &headers, &body)?;
         let expr = p.get("query").unwrap_or("");
+        check_expr_len(&node, expr)?;
         let e = promql_parser::parser::parse(expr)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
         Ok(success(&e, &[]))

@@ -111,6 +111,7 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
     raft_metrics(&mut out, &node);
     log_metrics(&mut out, &node);
     node.metrics.render(&mut out);
+    node.web.render_metrics(&mut out);
     process_metrics(&mut out, &node);
     (
         [(

@@ -54,7 +54,10 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) => {
+            if let Some(msg) = crate::web::server::body_timeout(&e) {
+                return reply(&node, StatusCode::BAD_REQUEST, msg);
+            }
             return reply(
                 &node,
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -241,6 +241,8 @@ fn spawn_nodes(a: &DemoArgs) -> anyhow::Result<Vec<DemoNode>> {
                 &format!("127.0.0.1:{}", raft_ports[i as usize - 1]),
             ])
             .args(["--initial-cluster", &initial])
+            // The demo shows membership changes and backups.
+            .arg("--web.enable-admin-api")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

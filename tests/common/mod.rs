@@ -448,8 +448,13 @@ impl TestNode {
             .arg("--http-addr")
             .arg(&self.http_addr)
             .arg("--raft-addr")
-            .arg(&self.raft_addr)
-            .args(&self.extra_args)
+            .arg(&self.raft_addr);
+        // Tests drive the admin API (membership, backups, deletes); a test
+        // of the switch itself passes a --web.enable-admin-api of its own.
+        if !self.extra_args.iter().any(|a| a.starts_with("--web.enable-admin-api")) {
+            cmd.arg("--web.enable-admin-api");
+        }
+        cmd.args(&self.extra_args)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1");
         cmd
