@@ -310,13 +310,56 @@ pub fn explain_tls(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         if let Some(t) = tls {
             return Some(describe_tls(t));
         }
+        // Clients that wrap the rustls error in a type of their own (hyper's
+        // connect error) still show its text.
         let text = err.to_string();
-        if text.contains("InvalidContentType") || text.contains("received corrupt message") {
-            return Some("TLS handshake failed: the node does not speak TLS on this port; use http:// (and no TLS options), or enable TLS on the node".into());
+        if let Some(m) = describe_tls_text(&text) {
+            return Some(m);
         }
         cur = err.source();
     }
     None
+}
+
+/// [`describe_tls`] for a rustls error known only by its text.
+fn describe_tls_text(text: &str) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let known = [
+        (
+            "invalid peer certificate: UnknownIssuer",
+            E::InvalidCertificate(C::UnknownIssuer),
+        ),
+        (
+            "invalid peer certificate: BadSignature",
+            E::InvalidCertificate(C::BadSignature),
+        ),
+        (
+            "invalid peer certificate: NotValidForName",
+            E::InvalidCertificate(C::NotValidForName),
+        ),
+        ("invalid peer certificate: Expired", E::InvalidCertificate(C::Expired)),
+        (
+            "received fatal alert: CertificateRequired",
+            E::AlertReceived(A::CertificateRequired),
+        ),
+        (
+            "received fatal alert: BadCertificate",
+            E::AlertReceived(A::BadCertificate),
+        ),
+        ("received fatal alert: UnknownCA", E::AlertReceived(A::UnknownCA)),
+        (
+            "InvalidContentType",
+            E::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        ),
+        (
+            "received corrupt message",
+            E::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        ),
+    ];
+    known
+        .into_iter()
+        .find(|(needle, _)| text.contains(needle))
+        .map(|(_, e)| describe_tls(&e))
 }
 
 fn describe_tls(t: &rustls::Error) -> String {

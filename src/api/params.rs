@@ -240,6 +240,18 @@ mod tests {
         assert!(parse_time("NaN").is_err());
     }
 
+    /// Two valid times far apart: `end - start` exceeds an i64 (it wrapped,
+    /// or panicked with overflow checks, before the count moved to i128).
+    #[test]
+    fn a_range_wider_than_i64_is_refused_not_overflowed() {
+        let q = "start=-9000000000000000&end=9000000000000000&step=1000000000000";
+        let p = Params::parse(Some(q), &HeaderMap::new(), &Bytes::new()).unwrap();
+        let e = p.range(11_000).unwrap_err();
+        assert!(e.message.contains("exceeded maximum resolution"), "{}", e.message);
+        let ok = Params::parse(Some("start=0&end=60&step=15s"), &HeaderMap::new(), &Bytes::new()).unwrap();
+        assert_eq!(ok.range(11_000).unwrap(), (0, 60_000, 15_000));
+    }
+
     #[test]
     fn selectors_become_matchers() {
         let sets = parse_selector(r#"up{job=~"a|b"}"#).unwrap();

@@ -793,6 +793,23 @@ mod tests {
         s
     }
 
+    /// The step count of a range wider than an i64 (two valid times far
+    /// apart) is computed without overflow and refused.
+    #[test]
+    fn a_range_wider_than_i64_is_refused() {
+        let e = Engine::default()
+            .range_query(
+                &store(),
+                "1",
+                -9_200_000_000_000_000_000,
+                9_200_000_000_000_000_000,
+                1_000_000_000_000_000,
+                QueryOpts::default(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("exceeded maximum resolution"), "{e}");
+    }
+
     fn scalar_of(r: QueryResult) -> Vec<f64> {
         match r.value {
             Value::Vector(v) => v.into_iter().map(|s| s.v).collect(),
