@@ -107,6 +107,9 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 test path")
 }
 
+// One node and every command against it, in order: a node per case would
+// multiply the test's time for no extra coverage.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn client_commands_speak_tls_and_basic_auth_and_explain_failures() {
     let dir = TestDir::new();
@@ -418,6 +421,7 @@ fn client_commands_speak_tls_and_basic_auth_and_explain_failures() {
     node.stop(Duration::from_secs(40)).expect("node stops");
 }
 
+#[allow(clippy::too_many_lines)]
 #[test]
 fn client_certificates_get_through_mutual_tls() {
     let dir = TestDir::new();
