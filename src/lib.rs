@@ -16,7 +16,7 @@
 //! | `api` | `node`, `web`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
 //! | `web` | nothing |
 //! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
-//! | `backup` | `raft`, `tsdb`, `kv`, `prompb` |
+//! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
 //! | `raft` | `tsdb`, `kv`, `codec`, `threads` |
 //! | `promql` | `tsdb` |
@@ -27,6 +27,7 @@
 //! | `prompb` | nothing |
 //! | `codec` | nothing |
 //! | `threads` | nothing |
+//! | `client` | nothing |
 //! | `sim_bugs` | nothing (any module may use it) |
 //! | `test_support` | `kv` (test builds only; any module's tests may use it) |
 //!
@@ -64,7 +65,9 @@
 //!   remote-write 1.0 protobuf messages), [`codec`] (the one bincode
 //!   configuration every persisted or sent value goes through), [`threads`]
 //!   (where a node's work runs: Raft on a runtime of its own, the rest on
-//!   lower-priority work threads).
+//!   lower-priority work threads), [`client`] (how the command-line tools
+//!   reach a node: the shared `--tls-*` and `--basic-auth-*` options, the
+//!   HTTP client built from them, errors that name the fix).
 //! - Tools on top: [`cli`] (client-side commands: cluster administration,
 //!   the demo) and [`bench`] (load generators and micro-benchmarks of the
 //!   `promraft bench` commands).
@@ -75,6 +78,7 @@ pub mod api;
 pub mod backup;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;

@@ -56,7 +56,7 @@ enum Cmd {
 
 #[derive(Args)]
 struct HealthcheckArgs {
-    /// The node's HTTP address, host:port. Default: the http_addr that
+    /// The node's HTTP address, host:port or an http(s) URL. Default: the http_addr that
     /// `promraft serve` would use from $PROMRAFT_CONFIG and the PROMRAFT_*
     /// variables (an unspecified host such as 0.0.0.0 means loopback).
     #[arg(long)]
@@ -68,6 +68,9 @@ struct HealthcheckArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3)]
     timeout_secs: u64,
+    /// TLS and basic auth towards the node.
+    #[command(flatten)]
+    client: promraft::client::ClientArgs,
 }
 
 #[derive(Args)]
@@ -284,51 +287,32 @@ async fn stop_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `promraft healthcheck`: one HTTP/1.0 GET with plain std I/O (no async
-/// runtime, no dependency), so it is cheap to run every few seconds.
+/// `promraft healthcheck`: one HTTP/1.0 GET with blocking std I/O (and
+/// rustls for https; no async runtime), so it is cheap to run every few
+/// seconds.
 fn healthcheck(a: HealthcheckArgs) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
     let addr = match a.addr {
         Some(a) => a,
         None => config_from_file_and_env(None)?.http_addr,
     };
     // A node listening on every address is reached on loopback.
-    let target = match addr.rsplit_once(':') {
-        Some(("0.0.0.0" | "" | "[::]", port)) => format!("127.0.0.1:{port}"),
-        _ => addr.clone(),
+    let (scheme, hostport) = match addr.split_once("://") {
+        Some((s, rest)) => (format!("{s}://"), rest.to_string()),
+        None => (String::new(), addr.clone()),
+    };
+    let target = match hostport.rsplit_once(':') {
+        Some(("0.0.0.0" | "" | "[::]", port)) => format!("{scheme}127.0.0.1:{port}"),
+        _ => format!("{scheme}{hostport}"),
     };
     let timeout = Duration::from_secs(a.timeout_secs.max(1));
-    let sock = target
-        .to_socket_addrs()
-        .with_context(|| format!("resolve {target}"))?
-        .next()
-        .with_context(|| format!("{target} resolves to no address"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout).with_context(|| format!("connect {target}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {} HTTP/1.0\r\nHost: {target}\r\nConnection: close\r\n\r\n",
-        a.path
-    )?;
-    // Only the status line matters; read until it is complete.
-    let mut head = Vec::new();
-    let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 1024 {
-        let n = s.read(&mut buf).with_context(|| format!("read from {target}"))?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line.split_whitespace().nth(1).unwrap_or("");
-    if status == "200" {
+    let status = promraft::client::blocking_get_status(&a.client, &target, &a.path, timeout)?;
+    if status == 200 {
         println!("{target}{} 200", a.path);
         Ok(())
+    } else if let Some(e) = promraft::client::explain_status(&format!("{target}{}", a.path), status, "") {
+        Err(e.into())
     } else {
-        anyhow::bail!("{target}{} answered {:?}", a.path, line.lines().next().unwrap_or(""))
+        anyhow::bail!("{target}{} answered {status}", a.path)
     }
 }
 

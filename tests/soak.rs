@@ -164,6 +164,7 @@ fn saturating_ingest_with_queries_keeps_its_leader() {
         timeout: Duration::from_secs(30),
         max_retries: 8,
         run_for: Some(Duration::from_secs(secs)),
+        client: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -13,6 +13,10 @@ use crate::tsdb::{MatchOp, Matcher};
 /// Largest form body read for read endpoints.
 pub const FORM_BYTES_MAX: usize = 1 << 20;
 
+/// Largest duration parameter in float seconds (about 290 years): its
+/// milliseconds stay far inside an `i64`, with room to add a time to it.
+pub const DURATION_SECONDS_MAX: f64 = 9.2e15;
+
 /// Parameters of one request, from the query string and (for POST) the
 /// url-encoded form body.
 #[derive(Debug, Default)]
@@ -88,6 +92,56 @@ impl Params {
                 ))
             }),
         }
+    }
+
+    /// A duration parameter: a Prometheus duration (`30s`, `1h30m`) or
+    /// float seconds, in milliseconds; `None` when absent or empty.
+    pub fn duration_ms(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        let Some(s) = self.get(key).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        if let Ok(f) = s.parse::<f64>() {
+            if !f.is_finite() || !(0.0..=DURATION_SECONDS_MAX).contains(&f) {
+                return Err(ApiError::bad_data(format!(
+                    "invalid parameter \"{key}\": cannot parse {s:?} to a valid duration"
+                )));
+            }
+            return Ok(Some((f * 1000.0).round() as i64));
+        }
+        crate::config::parse_duration_ms(s)
+            .map(Some)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
+    }
+
+    /// The `start`, `end` and `step` of a range query, in milliseconds,
+    /// checked as Prometheus checks them: all present, `end` not before
+    /// `start`, a positive step, and fewer than `points_max` steps.
+    pub fn range(&self, points_max: i64) -> Result<(i64, i64, i64), ApiError> {
+        let time = |key: &str| -> Result<i64, ApiError> {
+            let s = self
+                .get(key)
+                .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"{key}\": missing")))?;
+            parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
+        };
+        let start = time("start")?;
+        let end = time("end")?;
+        if end < start {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"end\": end timestamp must not be before start time",
+            ));
+        }
+        let step = self
+            .duration_ms("step")?
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))?;
+        if step <= 0 {
+            return Err(ApiError::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
+        }
+        // In i128: `end - start` of two valid times can exceed i64 (times
+        // reach ±9.2e18 ms).
+        if (i128::from(end) - i128::from(start)) / i128::from(step) >= i128::from(points_max) {
+            return Err(ApiError::bad_data(format!("exceeded maximum resolution of {points_max} points per timeseries. Try decreasing the query resolution (?step=XX)")));
+        }
+        Ok((start, end, step))
     }
 
     /// `match[]` selectors, each a set of matchers (an `or` in a selector
@@ -184,6 +238,18 @@ mod tests {
         assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Ok(1_435_781_451_781));
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("NaN").is_err());
+    }
+
+    /// Two valid times far apart: `end - start` exceeds an i64 (it wrapped,
+    /// or panicked with overflow checks, before the count moved to i128).
+    #[test]
+    fn a_range_wider_than_i64_is_refused_not_overflowed() {
+        let q = "start=-9000000000000000&end=9000000000000000&step=1000000000000";
+        let p = Params::parse(Some(q), &HeaderMap::new(), &Bytes::new()).unwrap();
+        let e = p.range(11_000).unwrap_err();
+        assert!(e.message.contains("exceeded maximum resolution"), "{}", e.message);
+        let ok = Params::parse(Some("start=0&end=60&step=15s"), &HeaderMap::new(), &Bytes::new()).unwrap();
+        assert_eq!(ok.range(11_000).unwrap(), (0, 60_000, 15_000));
     }
 
     #[test]

@@ -64,30 +64,10 @@ fn query_error(e: QueryError) -> ApiError {
     }
 }
 
-/// Parses a duration parameter: Prometheus duration (`30s`) or float seconds.
-fn param_duration_ms(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
-    let Some(s) = p.get(key).filter(|s| !s.is_empty()) else {
-        return Ok(None);
-    };
-    if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() || !(0.0..=9.2e15).contains(&f) {
-            return Err(ApiError::bad_data(format!(
-                "invalid parameter \"{key}\": cannot parse {s:?} to a valid duration"
-            )));
-        }
-        return Ok(Some((f * 1000.0).round() as i64));
-    }
-    crate::config::parse_duration_ms(s)
-        .map(Some)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
-}
-
 fn opts(node: &AppState, p: &Params) -> Result<(QueryOpts, Duration), ApiError> {
     let max_ms = i64::try_from(node.query.timeout.as_millis()).unwrap_or(i64::MAX);
-    let timeout_ms = param_duration_ms(p, "timeout")?
-        .map_or(max_ms, |t| t.min(max_ms))
-        .max(1);
-    let lookback = param_duration_ms(p, "lookback_delta")?.filter(|l| *l > 0);
+    let timeout_ms = p.duration_ms("timeout")?.map_or(max_ms, |t| t.min(max_ms)).max(1);
+    let lookback = p.duration_ms("lookback_delta")?.filter(|l| *l > 0);
     let timeout = Duration::from_millis(timeout_ms as u64);
     Ok((
         QueryOpts {
@@ -202,29 +182,7 @@ pub async fn range(State(node): State<AppState>, RawQuery(q): RawQuery, headers:
             .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query must not be empty"))?
             .to_string();
         check_expr_len(&node, &expr)?;
-        let start = p
-            .get("start")
-            .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))?;
-        let start = super::params::parse_time(start)
-            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))?;
-        let end = p
-            .get("end")
-            .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))?;
-        let end = super::params::parse_time(end)
-            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))?;
-        if end < start {
-            return Err(ApiError::bad_data(
-                "invalid parameter \"end\": end timestamp must not be before start time",
-            ));
-        }
-        let step =
-            param_duration_ms(&p, "step")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))?;
-        if step <= 0 {
-            return Err(ApiError::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
-        }
-        if (end - start) / step >= RANGE_POINTS_MAX {
-            return Err(ApiError::bad_data(format!("exceeded maximum resolution of {RANGE_POINTS_MAX} points per timeseries. Try decreasing the query resolution (?step=XX)")));
-        }
+        let (start, end, step) = p.range(RANGE_POINTS_MAX)?;
         let (o, timeout) = opts(&node, &p)?;
         Ok((expr, start, end, step, o, timeout, p.limit()?))
     })();

@@ -20,6 +20,7 @@ use super::progress::{CountingReader, Progress};
 use super::restore::{restore, RestoreOptions};
 use super::source::partial_path;
 use super::Error;
+use crate::client::ClientArgs;
 use crate::tsdb::Db;
 
 /// How long the download may sit without receiving a byte. The node spools
@@ -67,6 +68,9 @@ pub struct BackupArgs {
     /// Encrypt with this key (`--encrypt-key-file`) or passphrase.
     #[command(flatten)]
     pub key: KeyArgs,
+    /// TLS and basic auth towards the node.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Limit the download to this many bytes per second (0: no limit), to
     /// spare the node's network and disk.
     #[arg(long, default_value_t = 0)]
@@ -114,14 +118,6 @@ pub struct RestoreArgs {
     /// Restore into a non-empty directory, replacing promraft's data in it.
     #[arg(long)]
     pub force: bool,
-}
-
-fn base(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{addr}")
-    }
 }
 
 fn time_str(ms: Option<i64>) -> String {
@@ -284,20 +280,15 @@ pub async fn run_backup(a: BackupArgs) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let url = format!("{}/api/v1/admin/backup", base(&addr));
+    let url = format!("{}/api/v1/admin/backup", a.client.base_url(&addr)?);
     // Rates are of the whole command: the node's checkpoint and spool, the
     // transfer and the local write.
     let command_started = Instant::now();
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(DOWNLOAD_IDLE_TIMEOUT)
-        .build()?;
-    let mut resp = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-    if !resp.status().is_success() {
-        let code = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        bail!("{url} answered {code}: {}", body.trim());
-    }
+    let client = a.client.http_client(|b| {
+        b.connect_timeout(Duration::from_secs(10))
+            .read_timeout(DOWNLOAD_IDLE_TIMEOUT)
+    })?;
+    let mut resp = crate::client::send(&url, client.get(&url)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(DOWNLOAD_CHANNEL_CHUNKS);
     let out2 = out.clone();
     let writer = tokio::task::spawn_blocking(move || {

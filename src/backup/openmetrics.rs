@@ -21,6 +21,7 @@ use clap::{Args, ValueEnum};
 use prost::Message;
 
 use super::Error;
+use crate::client::ClientArgs;
 use crate::prompb;
 use crate::tsdb::{Db, Labels, MatchOp, Matcher};
 
@@ -334,6 +335,9 @@ pub struct ExportArgs {
     /// File to write (OpenMetrics text).
     #[arg(long)]
     pub out: PathBuf,
+    /// TLS and basic auth towards the node.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Series selector; repeat for several (default: every series).
     #[arg(long = "match")]
     pub matchers: Vec<String>,
@@ -354,6 +358,9 @@ pub struct ImportArgs {
     /// Text file to import.
     #[arg(long = "in")]
     pub input: PathBuf,
+    /// TLS and basic auth towards the node.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Format of the file (default: OpenMetrics if it has a `# EOF` line, else Prometheus text).
     #[arg(long, value_enum)]
     pub format: Option<TextFormat>,
@@ -365,14 +372,6 @@ pub struct ImportArgs {
     pub default_timestamp_ms: Option<i64>,
 }
 
-fn base(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 /// `promraft export`: downloads an OpenMetrics export to a file.
 pub async fn run_export(a: ExportArgs) -> anyhow::Result<()> {
     let mut params: Vec<(&str, &str)> = a.matchers.iter().map(|m| ("match[]", m.as_str())).collect();
@@ -382,23 +381,9 @@ pub async fn run_export(a: ExportArgs) -> anyhow::Result<()> {
     if let Some(e) = &a.end {
         params.push(("end", e));
     }
-    let url = format!("{}/api/v1/admin/tsdb/export", base(&a.addr));
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()?;
-    let mut resp = client
-        .get(&url)
-        .query(&params)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    if !resp.status().is_success() {
-        let code = resp.status();
-        bail!(
-            "{url} answered {code}: {}",
-            resp.text().await.unwrap_or_default().trim()
-        );
-    }
+    let url = format!("{}/api/v1/admin/tsdb/export", a.client.base_url(&a.addr)?);
+    let client = a.client.http_client(|b| b.connect_timeout(Duration::from_secs(10)))?;
+    let mut resp = crate::client::send(&url, client.get(&url).query(&params)).await?;
     let partial = super::source::partial_path(&a.out);
     let res: anyhow::Result<u64> = async {
         let mut f = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
@@ -495,12 +480,22 @@ async fn send_batch(
                 }
                 return Ok(());
             }
-            Ok(resp) => format!(
-                "HTTP {}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default().trim()
-            ),
-            Err(e) => e.to_string(),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                // Credentials and roles do not get better with retries.
+                if let Some(e) = crate::client::explain_status(url, status, &text) {
+                    return Err(e.into());
+                }
+                format!("HTTP {status}: {}", text.trim())
+            }
+            Err(e) => {
+                let e = crate::client::explain_request(url, &e);
+                if e.to_string().contains("TLS handshake failed") {
+                    return Err(e.into());
+                }
+                e.to_string()
+            }
         };
         if attempt == IMPORT_ATTEMPTS_MAX {
             bail!("remote write to {url} failed {IMPORT_ATTEMPTS_MAX} times; last: {retry}");
@@ -532,8 +527,8 @@ pub async fn run_import(a: ImportArgs) -> anyhow::Result<()> {
     let now = a
         .default_timestamp_ms
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    let url = format!("{}/api/v1/write", base(&a.addr));
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let url = format!("{}/api/v1/write", a.client.base_url(&a.addr)?);
+    let client = a.client.http_client(|b| b.timeout(Duration::from_secs(60)))?;
     let f = std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?;
     let mut st = ImportStats::default();
     let mut batch: Batch = BTreeMap::new();

@@ -8,15 +8,19 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 
 /// Arguments of `promraft bench query`.
 #[derive(Debug, Clone, Args)]
 pub struct QueryBenchArgs {
-    /// Base URL of the server, e.g. http://127.0.0.1:9090.
+    /// Base URL of the server, e.g. http://127.0.0.1:9090 (or https:// with
+    /// the TLS options).
     #[arg(long)]
     pub url: String,
+    /// TLS and basic auth towards the server.
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
     /// Instant queries to time (repeat the flag).
     #[arg(long = "query")]
     pub queries: Vec<String>,
@@ -63,12 +67,7 @@ async fn time_one(
     let mut size = 0;
     for i in 0..(a.warmup + a.runs) {
         let started = Instant::now();
-        let resp = client
-            .post(url)
-            .form(form)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
+        let resp = crate::client::send(url, client.post(url).form(form)).await?;
         let status = resp.status();
         let body = resp.bytes().await?;
         let took = started.elapsed();
@@ -97,8 +96,8 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
 
 /// Runs the benchmark and prints one line per query.
 pub async fn run(a: QueryBenchArgs) -> anyhow::Result<Vec<QueryTiming>> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
-    let base = a.url.trim_end_matches('/');
+    let client = a.client.http_client(|b| b.timeout(Duration::from_secs(300)))?;
+    let base = a.client.base_url(&a.url)?;
     let mut out = Vec::new();
     for q in &a.queries {
         let form = [("query", q.clone()), ("time", format!("{:.3}", a.time))];

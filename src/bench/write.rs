@@ -22,7 +22,8 @@ use crate::prompb;
 /// Arguments of `promraft bench write`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WriteBenchArgs {
-    /// Remote-write endpoint, for example http://127.0.0.1:9090/api/v1/write (plain HTTP only).
+    /// Remote-write endpoint, for example http://127.0.0.1:9090/api/v1/write
+    /// (or https:// with the TLS options).
     #[arg(long)]
     pub url: String,
     /// Number of series.
@@ -56,6 +57,9 @@ pub struct WriteBenchArgs {
     /// (for a soak: a history longer than the run keeps the load on).
     #[arg(long, value_parser = parse_duration)]
     pub run_for: Option<Duration>,
+    /// TLS and basic auth towards the receiver.
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
 }
 
 /// What a write benchmark measured. Other benchmarks reuse it.
@@ -148,10 +152,9 @@ pub async fn run(args: WriteBenchArgs) -> anyhow::Result<WriteBenchReport> {
         plan.shards.len(),
         args.url
     );
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .user_agent("promraft-bench")
-        .build()
+    let client = args
+        .client
+        .http_client(|b| b.timeout(args.timeout).user_agent("promraft-bench"))
         .context("building the HTTP client")?;
     let workload = Arc::new(Workload::new(args.series, args.seed));
     let labels = Arc::new(encode_all_labels(&workload));
@@ -201,11 +204,8 @@ struct Plan {
 
 impl Plan {
     fn new(args: &WriteBenchArgs) -> anyhow::Result<Plan> {
-        if !args.url.starts_with("http://") {
-            bail!(
-                "--url must be a plain http:// URL (this build has no TLS), got {:?}",
-                args.url
-            );
+        if !args.url.starts_with("http://") && !args.url.starts_with("https://") {
+            bail!("--url must be an http:// or https:// URL, got {:?}", args.url);
         }
         if args.series == 0 {
             bail!("--series must be at least 1");
@@ -749,6 +749,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_retries: 0,
             run_for: None,
+            client: Default::default(),
         }
     }
 
@@ -759,10 +760,15 @@ mod tests {
         assert_eq!(p.shards, vec![0..2, 2..5, 5..7, 7..10]);
         assert_eq!(Plan::new(&args(3, 8)).expect("plan").shards.len(), 3);
         assert!(Plan::new(&WriteBenchArgs {
-            url: "https://x".into(),
+            url: "ftp://x".into(),
             ..args(1, 1)
         })
         .is_err());
+        assert!(Plan::new(&WriteBenchArgs {
+            url: "https://x".into(),
+            ..args(1, 1)
+        })
+        .is_ok());
         assert!(Plan::new(&WriteBenchArgs {
             duration: Duration::from_secs(1),
             ..args(1, 1)

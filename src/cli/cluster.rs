@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::api::cluster::{AdminRequest, ClusterStatus};
+use crate::client::ClientArgs;
 
 /// Deadline for one admin call (adding a learner waits for it to catch up).
 const ADMIN_CALL_DEADLINE: Duration = Duration::from_secs(120);
@@ -60,57 +61,51 @@ pub enum ClusterCmd {
     },
 }
 
-/// The node to talk to.
-#[derive(Debug, Args)]
+/// Deadline for reading the cluster status.
+const STATUS_CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The node to talk to, and how.
+#[derive(Debug, Clone, Args)]
 pub struct AddrArg {
-    /// HTTP address of any node, host:port (or a URL).
+    /// HTTP address of any node, host:port (or a URL, http:// or https://).
     #[arg(long)]
     pub addr: String,
+    /// TLS and basic auth towards the node.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
-fn base(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{addr}")
+impl AddrArg {
+    /// Plain HTTP to `addr`, without credentials.
+    pub fn plain(addr: &str) -> AddrArg {
+        AddrArg {
+            addr: addr.to_string(),
+            client: ClientArgs::default(),
+        }
     }
 }
 
-async fn post(addr: &str, path: &str, req: &AdminRequest) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(ADMIN_CALL_DEADLINE).build()?;
-    let url = format!("{}{path}", base(addr));
-    let resp = client
-        .post(&url)
-        .json(req)
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    let status = resp.status();
+async fn post(to: &AddrArg, path: &str, req: &AdminRequest) -> anyhow::Result<()> {
+    let client = to.client.http_client(|b| b.timeout(ADMIN_CALL_DEADLINE))?;
+    let url = format!("{}{path}", to.client.base_url(&to.addr)?);
+    let resp = crate::client::send(&url, client.post(&url).json(req)).await?;
     let body: serde_json::Value = resp
         .json()
         .await
         .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        bail!(
-            "{url}: {status}: {}",
-            body.get("error").and_then(|e| e.as_str()).unwrap_or("(no message)")
-        );
-    }
     println!("{}", body["data"]["message"].as_str().unwrap_or("done"));
     Ok(())
 }
 
-/// Fetches `/api/v1/status/cluster` from `addr`.
-pub async fn fetch_status(addr: &str) -> anyhow::Result<ClusterStatus> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let url = format!("{}/api/v1/status/cluster", base(addr));
-    let v: serde_json::Value = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?
+/// Fetches `/api/v1/status/cluster` from the node.
+pub async fn fetch_status(from: &AddrArg) -> anyhow::Result<ClusterStatus> {
+    let client = from.client.http_client(|b| b.timeout(STATUS_CALL_DEADLINE))?;
+    let url = format!("{}/api/v1/status/cluster", from.client.base_url(&from.addr)?);
+    let v: serde_json::Value = crate::client::send(&url, client.get(&url))
+        .await?
         .json()
-        .await?;
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
     serde_json::from_value(v["data"].clone()).context("unexpected /api/v1/status/cluster answer")
 }
 
@@ -149,7 +144,7 @@ pub fn render_status(s: &ClusterStatus) -> String {
 pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Status(a) => {
-            print!("{}", render_status(&fetch_status(&a.addr).await?));
+            print!("{}", render_status(&fetch_status(&a).await?));
             Ok(())
         }
         ClusterCmd::AddLearner {
@@ -159,7 +154,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             http_addr,
         } => {
             post(
-                &addr.addr,
+                &addr,
                 "/api/v1/admin/cluster/add-learner",
                 &AdminRequest {
                     node_id,
@@ -171,7 +166,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
         }
         ClusterCmd::Promote { addr, node_id } => {
             post(
-                &addr.addr,
+                &addr,
                 "/api/v1/admin/cluster/promote",
                 &AdminRequest {
                     node_id,
@@ -182,7 +177,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
         }
         ClusterCmd::Remove { addr, node_id } => {
             post(
-                &addr.addr,
+                &addr,
                 "/api/v1/admin/cluster/remove",
                 &AdminRequest {
                     node_id,
@@ -193,7 +188,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
         }
         ClusterCmd::TransferLeader { addr, node_id } => {
             post(
-                &addr.addr,
+                &addr,
                 "/api/v1/admin/cluster/transfer-leader",
                 &AdminRequest {
                     node_id,

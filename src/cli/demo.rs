@@ -263,7 +263,7 @@ fn spawn_nodes(a: &DemoArgs) -> anyhow::Result<Vec<DemoNode>> {
 async fn wait_for_leader(nodes: &[DemoNode]) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(s) = super::cluster::fetch_status(&nodes[0].http).await {
+        if let Ok(s) = super::cluster::fetch_status(&super::cluster::AddrArg::plain(&nodes[0].http)).await {
             if s.leader_id.is_some() {
                 return s.leader_id;
             }
@@ -311,7 +311,7 @@ fn print_banner(a: &DemoArgs, nodes: &[DemoNode], leader: u64) {
 /// it to the nodes in turn (skipping those that are down), and reports
 /// leader changes; returns on Ctrl-C.
 async fn feed_until_ctrl_c(nodes: &[DemoNode], leader: u64) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let client = crate::client::ClientArgs::default().http_client(|b| b.timeout(Duration::from_secs(3)))?;
     let mut tick = tokio::time::interval(FEED_INTERVAL);
     let mut last_leader = Some(leader);
     let mut next_target = 0usize;
@@ -344,7 +344,7 @@ async fn feed_until_ctrl_c(nodes: &[DemoNode], leader: u64) -> anyhow::Result<()
             next_target = (next_target + 1) % nodes.len();
         }
         for n in nodes {
-            if let Ok(s) = super::cluster::fetch_status(&n.http).await {
+            if let Ok(s) = super::cluster::fetch_status(&super::cluster::AddrArg::plain(&n.http)).await {
                 if s.leader_id != last_leader {
                     if let Some(l) = s.leader_id {
                         println!("leader is now node {l}");

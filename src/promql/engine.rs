@@ -114,7 +114,8 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        if (end_ms - start_ms) / step_ms >= RANGE_STEPS_MAX {
+        // In i128: the span of two valid times can exceed an i64.
+        if (i128::from(end_ms) - i128::from(start_ms)) / i128::from(step_ms) >= i128::from(RANGE_STEPS_MAX) {
             return Err(QueryError::BadData(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
                     .into(),
@@ -790,6 +791,23 @@ mod tests {
             s.add(&l, i * 60_000, i as f64);
         }
         s
+    }
+
+    /// The step count of a range wider than an i64 (two valid times far
+    /// apart) is computed without overflow and refused.
+    #[test]
+    fn a_range_wider_than_i64_is_refused() {
+        let e = Engine::default()
+            .range_query(
+                &store(),
+                "1",
+                -9_200_000_000_000_000_000,
+                9_200_000_000_000_000_000,
+                1_000_000_000_000_000,
+                QueryOpts::default(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("exceeded maximum resolution"), "{e}");
     }
 
     fn scalar_of(r: QueryResult) -> Vec<f64> {

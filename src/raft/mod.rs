@@ -10,6 +10,7 @@ pub mod entry_format;
 pub mod legacy;
 pub mod log_store;
 pub mod record;
+pub mod rpc_decode;
 pub mod runtime;
 pub mod state_machine;
 pub mod transport;
