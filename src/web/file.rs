@@ -5,10 +5,11 @@
 //! key Prometheus 2.x accepts is either honoured or refused with a message
 //! that names it and says why, so a file that works for a Prometheus server
 //! works here unchanged unless it asks for something rustls cannot do
-//! (TLS 1.0/1.1 as the *only* versions, CBC cipher suites, P-521).
+//! (TLS 1.0/1.1 as the *only* versions, CBC cipher suites, P-521,
+//! email or URI entries in `client_allowed_sans`).
 //!
 //! This file reads the files the configuration names (certificates, keys,
-//! CAs) and never touches a socket. Nothing here panics on file content.
+//! CAs) and never touches a socket (its tests do, on 127.0.0.1). Nothing here panics on file content.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -406,10 +407,179 @@ fn provider(t: &RawTls) -> Result<CryptoProvider, String> {
     Ok(provider)
 }
 
-/// The client certificate policy of `client_auth_type` and the client CA.
+/// Accepts any client certificate without checking who signed it: Go's
+/// `RequestClientCert` (a certificate is asked for, none is required) and
+/// `RequireAnyClientCert` (one is required), as Prometheus's
+/// exporter-toolkit serves them.
+///
+/// These modes authenticate nobody by themselves: anyone can make a
+/// self-signed certificate. The client still proves it holds the
+/// certificate's key (the handshake signature is verified), but the
+/// identity in the certificate is not checked against anything, so
+/// `basic_auth_users` and `promraft_roles` are what admit a request.
+#[derive(Debug)]
+struct AnyClientCert {
+    /// `RequireAnyClientCert`: a handshake without a certificate fails.
+    mandatory: bool,
+    /// The provider's signature algorithms, for the handshake signature.
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Not verified, but it must still be a certificate (Go parses it too).
+        webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// `client_allowed_sans`: after the CA check of the wrapped verifier
+/// accepts a client's chain, its leaf certificate must carry one of the
+/// listed DNS names or IP addresses as a Subject Alternative Name.
+///
+/// A listed DNS name is also accepted from a leaf with a wildcard SAN that
+/// covers it (rustls-webpki's name matching), where Go compares the
+/// strings exactly. A client without a certificate under
+/// `VerifyClientCertIfGiven` is not checked (it has no SAN to check).
+#[derive(Debug)]
+struct AllowedSans {
+    /// The CA check (rustls' `WebPkiClientVerifier`).
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// The allowed names, parsed at load.
+    allowed: Vec<rustls_pki_types::ServerName<'static>>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let leaf = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if self
+            .allowed
+            .iter()
+            .any(|name| leaf.verify_is_valid_for_subject_name(name).is_ok())
+        {
+            return Ok(verified);
+        }
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+            rustls::OtherError(Arc::new(SanRefused)),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A verified client certificate carried none of `client_allowed_sans`.
+#[derive(thiserror::Error)]
+#[error("the client certificate carries none of tls_server_config.client_allowed_sans")]
+struct SanRefused;
+
+// rustls shows an `OtherError` with `Debug`: make that the message.
+impl std::fmt::Debug for SanRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Parses `client_allowed_sans`: DNS names and IP addresses.
+fn allowed_sans(list: &[String]) -> Result<Vec<rustls_pki_types::ServerName<'static>>, String> {
+    list.iter()
+        .map(|s| {
+            if s.contains('*') || s.contains('@') || (s.contains(':') && s.parse::<std::net::IpAddr>().is_err()) {
+                return Err(format!(
+                    "tls_server_config.client_allowed_sans: {s:?} is not supported: promraft matches DNS names and IP addresses only (no wildcards, email addresses or URIs)"
+                ));
+            }
+            rustls_pki_types::ServerName::try_from(s.clone()).map_err(|e| {
+                format!("tls_server_config.client_allowed_sans: {s:?} is neither a DNS name nor an IP address: {e}")
+            })
+        })
+        .collect()
+}
+
+/// The client certificate policy of `client_auth_type`, the client CA and
+/// `client_allowed_sans`.
 fn client_verifier(
     auth_type: &str,
     client_ca: Option<&[u8]>,
+    sans: &[String],
     provider: &Arc<CryptoProvider>,
 ) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
     let roots = |pem: &[u8]| -> Result<Arc<RootCertStore>, String> {
@@ -425,10 +595,30 @@ fn client_verifier(
         }
         Ok(Arc::new(store))
     };
-    let built = |b: rustls::server::ClientCertVerifierBuilder| {
-        b.build()
-            .map(Some)
-            .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))
+    let built = |b: rustls::server::ClientCertVerifierBuilder| -> Result<_, String> {
+        let inner = b
+            .build()
+            .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?;
+        if sans.is_empty() {
+            return Ok(Some(inner));
+        }
+        let v: Arc<dyn rustls::server::danger::ClientCertVerifier> = Arc::new(AllowedSans {
+            inner,
+            allowed: allowed_sans(sans)?,
+        });
+        Ok(Some(v))
+    };
+    let unverified = matches!(auth_type, "NoClientCert" | "RequestClientCert" | "RequireAnyClientCert");
+    if !sans.is_empty() && unverified {
+        return Err(format!(
+            "tls_server_config.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert or VerifyClientCertIfGiven (with client_ca_file), not {auth_type}: the SANs of a certificate nobody verified prove nothing"
+        ));
+    }
+    let any = |mandatory: bool| -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        Arc::new(AnyClientCert {
+            mandatory,
+            algorithms: provider.signature_verification_algorithms,
+        })
     };
     match (auth_type, client_ca) {
         ("NoClientCert", None) => Ok(None),
@@ -436,9 +626,9 @@ fn client_verifier(
             "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert (set RequireAndVerifyClientCert or VerifyClientCertIfGiven)"
                 .into(),
         ),
-        ("RequestClientCert" | "RequireAnyClientCert", _) => Err(format!(
-            "tls_server_config.client_auth_type {auth_type} (a client certificate that is not verified) is not supported: it authenticates nobody; use RequireAndVerifyClientCert with client_ca_file"
-        )),
+        // As in Go, a client CA with these modes verifies nothing.
+        ("RequestClientCert", _) => Ok(Some(any(false))),
+        ("RequireAnyClientCert", _) => Ok(Some(any(true))),
         ("VerifyClientCertIfGiven" | "RequireAndVerifyClientCert", None) => {
             Err(format!("tls_server_config.client_auth_type {auth_type} needs client_ca_file"))
         }
@@ -460,12 +650,6 @@ fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
     let (chain, key) = cert_and_key(t, dir, &mut files)?;
     let (versions, note) = versions(t)?;
     s.notes.extend(note);
-    if !t.client_allowed_sans.is_empty() {
-        return Err(
-            "tls_server_config.client_allowed_sans is not supported by promraft; restrict clients by their CA (client_ca_file) instead"
-                .into(),
-        );
-    }
     let provider = Arc::new(provider(t)?);
     let client_ca = pem("client_ca", &t.client_ca_file, &t.client_ca, dir, &mut files)?;
     let auth_type = if t.client_auth_type.is_empty() {
@@ -473,7 +657,7 @@ fn tls(t: &RawTls, dir: &Path, s: &mut WebSettings) -> Result<(), String> {
     } else {
         t.client_auth_type.as_str()
     };
-    let verifier = client_verifier(auth_type, client_ca.as_deref(), &provider)?;
+    let verifier = client_verifier(auth_type, client_ca.as_deref(), &t.client_allowed_sans, &provider)?;
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| format!("tls_server_config: {e}"))?;
@@ -554,5 +738,212 @@ mod tests {
         assert!(suite_by_go_name("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256").is_some());
         assert!(suite_by_go_name("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256").is_some());
         assert!(suite_by_go_name("TLS_RSA_WITH_AES_128_CBC_SHA").is_none());
+    }
+
+    /// A CA that signs leaf certificates for the handshake tests.
+    struct Ca(rcgen::CertifiedIssuer<'static, rcgen::KeyPair>);
+
+    impl Ca {
+        fn new(name: &str) -> Ca {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+            Ca(rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap())
+        }
+
+        /// A client certificate with these SANs: (chain, key).
+        fn client(&self, sans: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+            let mut p = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &self.0).unwrap();
+            (
+                vec![cert.der().clone()],
+                PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+        }
+    }
+
+    /// A directory with `server.crt`/`server.key` (self-signed, for
+    /// `localhost`) and `ca.crt`, and the server certificate for clients.
+    fn server_files(ca: &Ca) -> (tempfile::TempDir, CertificateDer<'static>) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("server.crt"), server.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server.signing_key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.0.pem()).unwrap();
+        (dir, server.cert.der().clone())
+    }
+
+    #[allow(deprecated)] // see crate::client::ring_provider
+    fn ring() -> CryptoProvider {
+        rustls::crypto::ring::default_provider()
+    }
+
+    /// A client that presents one certificate and key, matching or not.
+    #[derive(Debug)]
+    struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+    impl rustls::client::ResolvesClientCert for Presents {
+        fn resolve(
+            &self,
+            _hints: &[&[u8]],
+            _schemes: &[rustls::SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    /// One real TLS handshake over loopback TCP between the server
+    /// configuration of `yaml` and a client presenting `client_cert` (or
+    /// none); returns the server's verdict (the client finishes first in
+    /// TLS 1.3, so only the server side tells).
+    fn handshake(
+        yaml: &str,
+        dir: &Path,
+        server_cert: &CertificateDer<'static>,
+        client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<(), String> {
+        use std::net::{TcpListener, TcpStream};
+        let deadline = Some(std::time::Duration::from_secs(10));
+        let server_cfg = parse(yaml, dir)?.tls.expect("a TLS configuration");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || -> Result<(), String> {
+            let (mut tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+            tcp.set_read_timeout(deadline).unwrap();
+            let mut conn = rustls::ServerConnection::new(server_cfg).map_err(|e| e.to_string())?;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        let mut roots = RootCertStore::empty();
+        roots.add(server_cert.clone()).unwrap();
+        let provider = Arc::new(ring());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let client_cfg = match client_cert {
+            // Through a resolver: rustls would refuse a key that does not
+            // match the certificate in `with_client_auth_cert`.
+            Some((chain, key)) => {
+                let key = provider.key_provider.load_private_key(key).unwrap();
+                builder.with_client_cert_resolver(Arc::new(Presents(Arc::new(rustls::sign::CertifiedKey::new(
+                    chain, key,
+                )))))
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut conn = rustls::ClientConnection::new(Arc::new(client_cfg), "localhost".try_into().unwrap()).unwrap();
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(deadline).unwrap();
+        while conn.is_handshaking() {
+            if conn.complete_io(&mut tcp).is_err() {
+                break;
+            }
+        }
+        // Flush the client's last flight, then close.
+        let _ = conn.complete_io(&mut tcp);
+        drop(tcp);
+        server.join().unwrap()
+    }
+
+    const SERVER: &str = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
+
+    #[test]
+    fn require_any_client_cert_needs_a_certificate_but_verifies_no_chain() {
+        let ca = Ca::new("clients CA");
+        let (dir, server_cert) = server_files(&ca);
+        let yaml = format!("{SERVER}  client_auth_type: RequireAnyClientCert\n");
+        let e = handshake(&yaml, dir.path(), &server_cert, None).unwrap_err();
+        assert!(e.contains("certificate"), "{e}");
+        let own = rcgen::generate_simple_self_signed(vec!["anyone".into()]).unwrap();
+        let own = (
+            vec![own.cert.der().clone()],
+            PrivateKeyDer::try_from(own.signing_key.serialize_der()).unwrap(),
+        );
+        handshake(&yaml, dir.path(), &server_cert, Some(own)).unwrap();
+    }
+
+    #[test]
+    fn require_any_client_cert_checks_the_key_is_held() {
+        // A client that presents someone else's certificate with its own key
+        // fails the handshake signature check.
+        let ca = Ca::new("clients CA");
+        let (dir, server_cert) = server_files(&ca);
+        let yaml = format!("{SERVER}  client_auth_type: RequireAnyClientCert\n");
+        let (chain, _) = ca.client(&["alice"]);
+        let (_, other_key) = ca.client(&["mallory"]);
+        let e = handshake(&yaml, dir.path(), &server_cert, Some((chain, other_key))).unwrap_err();
+        assert!(e.contains("BadSignature"), "{e}");
+    }
+
+    #[test]
+    fn request_client_cert_accepts_with_and_without_a_certificate() {
+        let ca = Ca::new("clients CA");
+        let (dir, server_cert) = server_files(&ca);
+        let yaml = format!("{SERVER}  client_auth_type: RequestClientCert\n");
+        handshake(&yaml, dir.path(), &server_cert, None).unwrap();
+        let own = rcgen::generate_simple_self_signed(vec!["anyone".into()]).unwrap();
+        let own = (
+            vec![own.cert.der().clone()],
+            PrivateKeyDer::try_from(own.signing_key.serialize_der()).unwrap(),
+        );
+        handshake(&yaml, dir.path(), &server_cert, Some(own)).unwrap();
+    }
+
+    #[test]
+    fn client_allowed_sans_admits_only_listed_names() {
+        let ca = Ca::new("clients CA");
+        let (dir, server_cert) = server_files(&ca);
+        let yaml = format!(
+            "{SERVER}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  client_allowed_sans: [alice.example, 10.0.0.7]\n"
+        );
+        handshake(&yaml, dir.path(), &server_cert, Some(ca.client(&["alice.example"]))).unwrap();
+        handshake(&yaml, dir.path(), &server_cert, Some(ca.client(&["10.0.0.7"]))).unwrap();
+        let e = handshake(&yaml, dir.path(), &server_cert, Some(ca.client(&["bob.example"]))).unwrap_err();
+        assert!(e.contains("client_allowed_sans"), "{e}");
+        // Another CA's certificate with an allowed SAN is still refused.
+        let e = handshake(
+            &yaml,
+            dir.path(),
+            &server_cert,
+            Some(Ca::new("other CA").client(&["alice.example"])),
+        )
+        .unwrap_err();
+        assert!(e.contains("UnknownIssuer"), "{e}");
+        // VerifyClientCertIfGiven: no certificate, nothing to check.
+        let if_given = yaml.replace("RequireAndVerifyClientCert", "VerifyClientCertIfGiven");
+        handshake(&if_given, dir.path(), &server_cert, None).unwrap();
+        let e = handshake(&if_given, dir.path(), &server_cert, Some(ca.client(&["bob.example"]))).unwrap_err();
+        assert!(e.contains("client_allowed_sans"), "{e}");
+    }
+
+    #[test]
+    fn client_allowed_sans_is_refused_where_nothing_is_verified() {
+        let ca = Ca::new("clients CA");
+        let (dir, _) = server_files(&ca);
+        for mode in ["NoClientCert", "RequestClientCert", "RequireAnyClientCert"] {
+            let yaml = format!("{SERVER}  client_auth_type: {mode}\n  client_allowed_sans: [alice.example]\n");
+            let e = parse(&yaml, dir.path()).unwrap_err();
+            assert!(e.contains("client_allowed_sans needs client_auth_type"), "{e}");
+        }
+        let bad = |san: &str| {
+            let yaml = format!(
+                "{SERVER}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  client_allowed_sans: [{san:?}]\n"
+            );
+            parse(&yaml, dir.path()).unwrap_err()
+        };
+        assert!(bad("*.example").contains("no wildcards"));
+        assert!(bad("ops@example.org").contains("email"));
+        assert!(bad("spiffe://example.org/x").contains("URIs"));
+        assert!(bad("not a name").contains("neither a DNS name nor an IP address"));
     }
 }
