@@ -470,6 +470,37 @@ fn mutual_tls_refuses_a_client_without_a_certificate() {
     node.stop(Duration::from_secs(40)).expect("node stops");
 }
 
+/// `RequireAnyClientCert` (as in Prometheus): a certificate is required but
+/// nobody checks who signed it, so a stranger's certificate gets in.
+#[test]
+fn require_any_client_cert_admits_any_certificate_but_not_none() {
+    let dir = TestDir::new();
+    let ca = Ca::new("server CA");
+    let other = Ca::new("some other CA");
+    ca.write_ca(&dir.path().join("ca.crt"));
+    ca.issue(dir.path(), "server", false);
+    let (oc, ok) = other.issue(dir.path(), "stranger", true);
+    let web = dir.path().join("web.yaml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAnyClientCert\n",
+    )
+    .unwrap();
+    let mut node = start_node(dir.path(), 1, &["--web.config.file", web.to_str().unwrap()]);
+    let stranger = Client::new(Some(&dir.path().join("ca.crt")), Some((&oc, &ok)));
+    let url = format!("https://{}/api/v1/query?query=1", node.http_addr);
+    wait_ok(&stranger, &url, None, &node);
+    let without = Client::new(Some(&dir.path().join("ca.crt")), None);
+    let e = without.try_send("GET", &url, None, None);
+    assert!(
+        e.is_err(),
+        "a client without a certificate got {:?}",
+        e.map(|a| a.status)
+    );
+    assert_eq!(stranger.send("GET", &url, None, None).status, 200);
+    node.stop(Duration::from_secs(40)).expect("node stops");
+}
+
 // ---------------------------------------------------------------------------
 // Abuse limits
 
