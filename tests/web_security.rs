@@ -53,8 +53,13 @@ impl Ca {
 
     /// Writes `<stem>.crt` and `<stem>.key` for 127.0.0.1 and localhost.
     fn issue(&self, dir: &Path, stem: &str, client: bool) -> (PathBuf, PathBuf) {
+        self.issue_for(dir, stem, client, &["127.0.0.1", "localhost"])
+    }
+
+    /// Writes `<stem>.crt` and `<stem>.key` with these SANs.
+    fn issue_for(&self, dir: &Path, stem: &str, client: bool, sans: &[&str]) -> (PathBuf, PathBuf) {
         let mut p =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("leaf params");
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("leaf params");
         p.distinguished_name.push(rcgen::DnType::CommonName, stem);
         p.extended_key_usages = if client {
             vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]
@@ -498,6 +503,39 @@ fn require_any_client_cert_admits_any_certificate_but_not_none() {
         e.map(|a| a.status)
     );
     assert_eq!(stranger.send("GET", &url, None, None).status, 200);
+    node.stop(Duration::from_secs(40)).expect("node stops");
+}
+
+/// `client_allowed_sans`: of two certificates signed by the trusted client
+/// CA, only the one carrying a listed SAN gets in.
+#[test]
+fn client_allowed_sans_admits_only_a_listed_name() {
+    let dir = TestDir::new();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    ca.write_ca(&dir.path().join("ca.crt"));
+    clients.write_ca(&dir.path().join("clients.crt"));
+    ca.issue(dir.path(), "server", false);
+    let (ac, ak) = clients.issue_for(dir.path(), "alice", true, &["alice.example"]);
+    let (bc, bk) = clients.issue_for(dir.path(), "bob", true, &["bob.example"]);
+    let web = dir.path().join("web.yaml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.crt\n  client_allowed_sans: [alice.example]\n",
+    )
+    .unwrap();
+    let mut node = start_node(dir.path(), 1, &["--web.config.file", web.to_str().unwrap()]);
+    let alice = Client::new(Some(&dir.path().join("ca.crt")), Some((&ac, &ak)));
+    let url = format!("https://{}/api/v1/query?query=1", node.http_addr);
+    wait_ok(&alice, &url, None, &node);
+    let bob = Client::new(Some(&dir.path().join("ca.crt")), Some((&bc, &bk)));
+    let e = bob.try_send("GET", &url, None, None);
+    assert!(
+        e.is_err(),
+        "a certificate without an allowed SAN got {:?}",
+        e.map(|a| a.status)
+    );
+    assert_eq!(alice.send("GET", &url, None, None).status, 200);
     node.stop(Duration::from_secs(40)).expect("node stops");
 }
 
