@@ -257,6 +257,14 @@ pub mod bounds {
     pub const ENTRY_SAMPLES: RangeInclusive<usize> = RangeInclusive::new(1, 1_000_000);
     /// `write.entry_series_max`.
     pub const ENTRY_SERIES: RangeInclusive<usize> = RangeInclusive::new(1, 100_000);
+    /// `write.request_series_max`. The top is the decoder's own ceiling
+    /// (`api::remote_write::WRITE_SERIES_MAX`, which bounds what its
+    /// pre-scan lets prost allocate), so a configured limit is always the
+    /// one enforced.
+    pub const REQUEST_SERIES: RangeInclusive<usize> = RangeInclusive::new(1, 100_000);
+    /// `write.label_name_bytes_max` and `write.label_value_bytes_max`. The
+    /// top is the TSDB's own ceiling (`tsdb::labels::LABEL_LENGTH_MAX`).
+    pub const LABEL_BYTES: RangeInclusive<usize> = RangeInclusive::new(1, 4096);
     /// `write.batch_linger_ms`: a second of linger is already a second of
     /// latency on every write.
     pub const BATCH_LINGER_MS: RangeInclusive<u64> = RangeInclusive::new(0, 1_000);
@@ -526,6 +534,15 @@ pub struct WriteConfig {
     /// election, a dead leader), ms; it is forwarded as soon as one is
     /// known, and answered 503 only past this.
     pub leader_wait_ms: u64,
+    /// Most series one remote-write request may carry; a request with more
+    /// is refused whole with 413 before it is decoded.
+    pub request_series_max: usize,
+    /// Longest label name a remote-written series may have, bytes; the
+    /// series is dropped (400 naming the label and this limit), the rest
+    /// of the request is kept.
+    pub label_name_bytes_max: usize,
+    /// Longest label value, bytes; same answer as `label_name_bytes_max`.
+    pub label_value_bytes_max: usize,
 }
 
 impl Default for WriteConfig {
@@ -539,6 +556,9 @@ impl Default for WriteConfig {
             entries_in_flight_max: 32,
             commit_timeout_ms: 10_000,
             leader_wait_ms: 2_000,
+            request_series_max: *bounds::REQUEST_SERIES.end(),
+            label_name_bytes_max: *bounds::LABEL_BYTES.end(),
+            label_value_bytes_max: *bounds::LABEL_BYTES.end(),
         }
     }
 }
@@ -558,6 +578,9 @@ impl WriteConfig {
         )?;
         in_range("write.commit_timeout_ms", self.commit_timeout_ms, &COMMIT_TIMEOUT_MS)?;
         in_range("write.leader_wait_ms", self.leader_wait_ms, &LEADER_WAIT_MS)?;
+        in_range("write.request_series_max", self.request_series_max, &REQUEST_SERIES)?;
+        in_range("write.label_name_bytes_max", self.label_name_bytes_max, &LABEL_BYTES)?;
+        in_range("write.label_value_bytes_max", self.label_value_bytes_max, &LABEL_BYTES)?;
         Ok(())
     }
 }

@@ -41,8 +41,9 @@ pub struct AppState {
     node: Arc<Node>,
     /// The `query` section.
     pub query: Arc<QueryConfig>,
-    /// `write.body_bytes_max`.
-    pub write_body_bytes_max: usize,
+    /// `write.body_bytes_max`, `write.request_series_max` and the label
+    /// lengths: what a remote-write request is checked against.
+    pub write_limits: remote_write::Limits,
     /// The HTTP edge: web config in force, password cache, metrics.
     pub web: Arc<WebState>,
     /// `web.enable_admin_api`.
@@ -56,7 +57,15 @@ impl AppState {
     pub fn new(node: Arc<Node>, web: Arc<WebState>) -> AppState {
         AppState {
             query: Arc::new(node.query_config().clone()),
-            write_body_bytes_max: node.write_config().body_bytes_max,
+            write_limits: {
+                let w = node.write_config();
+                remote_write::Limits {
+                    body_bytes_max: w.body_bytes_max,
+                    series_max: w.request_series_max,
+                    label_name_bytes_max: w.label_name_bytes_max,
+                    label_value_bytes_max: w.label_value_bytes_max,
+                }
+            },
             enable_admin_api: node.web_config().enable_admin_api,
             peer_ca_file: node.web_config().peer_ca_file.clone(),
             web,

@@ -14,13 +14,48 @@ use prost::Message;
 use crate::cluster::batcher::check_series_fits;
 use crate::prompb;
 use crate::raft::command::ENTRY_REQUESTS_BYTES_MAX;
-use crate::tsdb::labels::{Label, LabelError, Labels, METRIC_NAME};
+use crate::tsdb::labels::{Label, LabelError, Labels, LABEL_LENGTH_MAX, METRIC_NAME};
 
 /// Largest compressed request body any configuration accepts, in bytes:
 /// the ceiling of `write.body_bytes_max` (the reason is on the constant in
 /// `config::bounds`). [`decode`] enforces the configured value it is given,
 /// the same one the HTTP layer reads the body with.
 pub use crate::config::WRITE_BODY_BYTES_MAX;
+
+/// The configured limits a request is checked against (`write.*`), each
+/// at most the ceiling the decoder enforces anyway: [`WRITE_BODY_BYTES_MAX`],
+/// [`WRITE_SERIES_MAX`], [`LABEL_LENGTH_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `write.body_bytes_max`.
+    pub body_bytes_max: usize,
+    /// `write.request_series_max`.
+    pub series_max: usize,
+    /// `write.label_name_bytes_max`.
+    pub label_name_bytes_max: usize,
+    /// `write.label_value_bytes_max`.
+    pub label_value_bytes_max: usize,
+}
+
+impl Default for Limits {
+    /// The ceilings themselves.
+    fn default() -> Self {
+        Limits {
+            body_bytes_max: WRITE_BODY_BYTES_MAX,
+            series_max: WRITE_SERIES_MAX,
+            label_name_bytes_max: LABEL_LENGTH_MAX,
+            label_value_bytes_max: LABEL_LENGTH_MAX,
+        }
+    }
+}
+
+// The configuration's ceilings are the decoder's: a configured limit can
+// only tighten what is enforced here.
+const _: () = assert!(*crate::config::bounds::REQUEST_SERIES.end() == WRITE_SERIES_MAX);
+const _: () = assert!(*crate::config::bounds::LABEL_BYTES.end() == LABEL_LENGTH_MAX);
+
+/// Characters of an over-long label name shown in the error.
+const LABEL_NAME_SHOWN_MAX: usize = 64;
 
 /// Largest snappy-decoded body accepted, in bytes. The decoded size is read
 /// from the snappy header and checked before the output buffer is
@@ -140,6 +175,18 @@ impl WriteError {
 /// counts of series, samples, labels and metadata from a pre-scan of the
 /// protobuf bytes. `body_bytes_max` is `write.body_bytes_max`.
 pub fn decode(body: &[u8], body_bytes_max: usize) -> Result<prompb::WriteRequest, WriteError> {
+    decode_with(
+        body,
+        &Limits {
+            body_bytes_max,
+            ..Limits::default()
+        },
+    )
+}
+
+/// [`decode`] with every configured limit.
+pub fn decode_with(body: &[u8], limits: &Limits) -> Result<prompb::WriteRequest, WriteError> {
+    let body_bytes_max = limits.body_bytes_max;
     if body.len() > body_bytes_max {
         return Err(WriteError::BodyTooLarge {
             size: body.len(),
@@ -160,7 +207,7 @@ pub fn decode(body: &[u8], body_bytes_max: usize) -> Result<prompb::WriteRequest
     raw.truncate(n);
 
     let counts = scan(&raw)?;
-    counts.check()?;
+    counts.check(limits.series_max)?;
     prompb::WriteRequest::decode(raw.as_slice()).map_err(|e| WriteError::Protobuf(e.to_string()))
 }
 
@@ -211,6 +258,11 @@ pub struct Validated {
 /// with their reason recorded and their samples counted; valid ones are
 /// kept, moving their strings rather than copying them.
 pub fn validate(req: prompb::WriteRequest) -> Validated {
+    validate_with(req, &Limits::default())
+}
+
+/// [`validate`] with the configured label lengths of `limits`.
+pub fn validate_with(req: prompb::WriteRequest, limits: &Limits) -> Validated {
     let mut out = Validated {
         series: Vec::with_capacity(req.timeseries.len()),
         ..Validated::default()
@@ -222,7 +274,7 @@ pub fn validate(req: prompb::WriteRequest) -> Validated {
         out.histograms_rejected += ts.histograms.len();
         let mut scratch_live = recycle(std::mem::take(&mut scratch));
         scratch_live.extend(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
-        let checked = check_labels(&scratch_live);
+        let checked = check_labels(&scratch_live, limits);
         scratch = recycle(scratch_live);
         if let Err(e) = checked {
             out.samples_rejected += ts.samples.len();
@@ -282,11 +334,42 @@ pub enum SeriesLabelsError {
     /// No `__name__`, or an empty one.
     #[error("series has no metric name ({METRIC_NAME} label)")]
     NoMetricName,
+    /// A label name or value longer than the configured limit.
+    #[error(
+        "label {name:?}: {what} is {len} bytes long, more than the limit of {limit} (write.label_{what}_bytes_max)"
+    )]
+    TooLong {
+        /// The label's name, cut for the message.
+        name: String,
+        /// `name` or `value`.
+        what: &'static str,
+        /// Its length, bytes.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 /// Wire validation, plus a check the wire rules leave out: a series must
 /// have a non-empty `__name__`. Returns the reason for refusing it.
-fn check_labels(pairs: &[(&str, &str)]) -> Result<(), SeriesLabelsError> {
+fn check_labels(pairs: &[(&str, &str)], limits: &Limits) -> Result<(), SeriesLabelsError> {
+    for (name, value) in pairs {
+        let over = if name.len() > limits.label_name_bytes_max {
+            Some(("name", name.len(), limits.label_name_bytes_max))
+        } else if value.len() > limits.label_value_bytes_max {
+            Some(("value", value.len(), limits.label_value_bytes_max))
+        } else {
+            None
+        };
+        if let Some((what, len, limit)) = over {
+            return Err(SeriesLabelsError::TooLong {
+                name: name.chars().take(LABEL_NAME_SHOWN_MAX).collect(),
+                what,
+                len,
+                limit,
+            });
+        }
+    }
     Labels::validate_wire(pairs)?;
     if !pairs.iter().any(|(n, v)| *n == METRIC_NAME && !v.is_empty()) {
         return Err(SeriesLabelsError::NoMetricName);
@@ -352,11 +435,14 @@ struct Counts {
 }
 
 impl Counts {
-    fn check(&self) -> Result<(), WriteError> {
-        if self.series > WRITE_SERIES_MAX {
+    /// Checks the counts against the ceilings, and the series against the
+    /// configured `series_max` (at most [`WRITE_SERIES_MAX`]).
+    fn check(&self, series_max: usize) -> Result<(), WriteError> {
+        let series_max = series_max.min(WRITE_SERIES_MAX);
+        if self.series > series_max {
             return Err(WriteError::TooManySeries {
                 count: self.series,
-                limit: WRITE_SERIES_MAX,
+                limit: series_max,
             });
         }
         if self.points > WRITE_SAMPLES_MAX {
@@ -618,6 +704,53 @@ mod tests {
                 help: "An x.".into(),
                 unit: "".into()
             }]
+        );
+    }
+
+    #[test]
+    fn configured_limits_refuse_long_labels_and_too_many_series() {
+        let limits = Limits {
+            series_max: 2,
+            label_name_bytes_max: 8,
+            label_value_bytes_max: 5,
+            ..Limits::default()
+        };
+        let req = WriteRequest {
+            timeseries: vec![
+                series(&[("__name__", "ok"), ("job", "node")], &[(1, 1.0)]),
+                series(&[("__name__", "v"), ("job", "node-exporter")], &[(1, 1.0), (2, 2.0)]),
+                series(&[("__name__", "n"), ("a_long_name", "x")], &[(1, 1.0)]),
+            ],
+            metadata: vec![],
+        };
+        // Three series against a limit of two: refused whole, naming it.
+        let body = compress(&req.encode_to_vec());
+        let err = decode_with(&body, &limits).expect_err("over request_series_max");
+        assert_eq!(err, WriteError::TooManySeries { count: 3, limit: 2 });
+        assert_eq!(err.http_status(), 413);
+        // The label lengths drop one series each, the valid one is kept.
+        let v = validate_with(req, &limits);
+        assert_eq!(v.series.len(), 1);
+        assert_eq!(v.samples_rejected, 3);
+        assert_eq!(v.rejected.len(), 2);
+        assert!(
+            v.rejected[0].contains("value is 13 bytes long, more than the limit of 5 (write.label_value_bytes_max)"),
+            "{}",
+            v.rejected[0]
+        );
+        assert!(
+            v.rejected[1].contains(
+                "\"a_long_name\": name is 11 bytes long, more than the limit of 8 (write.label_name_bytes_max)"
+            ),
+            "{}",
+            v.rejected[1]
+        );
+        // The defaults are the ceilings: the same request passes.
+        assert_eq!(
+            validate(decode(&body, WRITE_BODY_BYTES_MAX).expect("decodes"))
+                .series
+                .len(),
+            3
         );
     }
 

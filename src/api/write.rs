@@ -48,7 +48,8 @@ const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
 
 /// The remote-write handler.
 pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let limit = node.write_body_bytes_max;
+    let limits = node.write_limits;
+    let limit = limits.body_bytes_max;
     if let Err((code, msg)) = check_headers(&headers, limit) {
         return reply(&node, code, msg);
     }
@@ -65,14 +66,14 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
             );
         }
     };
-    let decoded = match remote_write::decode(&bytes, limit) {
+    let decoded = match remote_write::decode_with(&bytes, &limits) {
         Ok(d) => d,
         Err(e) => {
             let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             return reply(&node, code, e.to_string());
         }
     };
-    let v = remote_write::validate(decoded);
+    let v = remote_write::validate_with(decoded, &limits);
     node.metrics
         .samples_invalid
         .fetch_add((v.samples_rejected + v.histograms_rejected) as u64, Ordering::Relaxed);
