@@ -205,8 +205,11 @@ pub async fn prepare(node: &BackupSource) -> Result<Prepared, Error> {
     let deadline = Instant::now() + CHECKPOINT_WAIT;
     let mut last_trigger: Option<Instant> = None;
     loop {
-        let snap = node.raft.metrics().borrow_watched().snapshot.map_or(0, |l| l.index);
-        if snap >= target && last_trigger.is_some() {
+        // No snapshot at all is not one at index 0: a node that has not
+        // checkpointed yet (just initialized) has nothing to export, and
+        // its export would hold no checkpoint meta.
+        let snap = node.raft.metrics().borrow_watched().snapshot.map(|l| l.index);
+        if snap.is_some_and(|s| s >= target) && last_trigger.is_some() {
             break;
         }
         if last_trigger.is_none_or(|t| t.elapsed() >= TRIGGER_RETRY) {
@@ -220,7 +223,8 @@ pub async fn prepare(node: &BackupSource) -> Result<Prepared, Error> {
         }
         if Instant::now() >= deadline {
             return Err(Error::Source(format!(
-                "no checkpoint covering index {target} within {CHECKPOINT_WAIT:?} (latest covers {snap})"
+                "no checkpoint covering index {target} within {CHECKPOINT_WAIT:?} (latest covers {})",
+                snap.map_or_else(|| "nothing yet".to_string(), |s| s.to_string())
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
