@@ -30,21 +30,6 @@ use promraft::backup::openmetrics::{parse_line, TextFormat};
 
 const FILE: &str = "backup_openmetrics";
 
-/// `Some(path)` of `program`, `None` (after saying so) when it is missing
-/// and not required; panics if `PROMRAFT_REQUIRE_PEERS=1` requires it.
-fn peer_program(program: &str, test: &str) -> Option<std::path::PathBuf> {
-    if let Some(p) = which(program) {
-        return Some(p);
-    }
-    let required = std::env::var("PROMRAFT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{program} is not on PATH and PROMRAFT_REQUIRE_PEERS=1 requires it (Debian: apt-get install prometheus)"
-    );
-    eprintln!("SKIPPED {test}: {program} is not on PATH (set PROMRAFT_REQUIRE_PEERS=1 to make this a failure)");
-    None
-}
-
 /// Parses `promtool tsdb dump` output: `{__name__="m", a="b"} value ts_ms`.
 fn parse_dump(out: &str) -> BTreeMap<LabelSet, Vec<(i64, f64)>> {
     let mut m: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
@@ -67,7 +52,7 @@ fn parse_dump(out: &str) -> BTreeMap<LabelSet, Vec<(i64, f64)>> {
 #[test]
 fn export_is_accepted_by_promtool_with_the_same_samples() {
     let name = "export_is_accepted_by_promtool_with_the_same_samples";
-    let Some(promtool) = peer_program("promtool", name) else {
+    let Some(promtool) = peer("promtool", name) else {
         return;
     };
     let dir = TestDir::new();

@@ -15,7 +15,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,21 +37,6 @@ const SAMPLES_SENT_MIN: f64 = 1_000.0;
 /// Window before the cut-off whose samples are compared, ms. Not a whole
 /// number of scrape intervals, so neither edge falls on a scrape.
 const COMPARE_WINDOW_MS: i64 = 3_500;
-
-/// The program on `PATH`, or `None` (and a message) when the test should be
-/// skipped; panics instead if `PROMRAFT_REQUIRE_PEERS=1`.
-fn peer(program: &str, test: &str) -> Option<PathBuf> {
-    if let Some(p) = which(program) {
-        return Some(p);
-    }
-    let required = std::env::var("PROMRAFT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{program} is not on PATH and PROMRAFT_REQUIRE_PEERS=1 requires it (Debian: apt-get install prometheus)"
-    );
-    eprintln!("SKIPPED {test}: {program} is not on PATH (set PROMRAFT_REQUIRE_PEERS=1 to make this a failure)");
-    None
-}
 
 /// The newest timestamp among `up` samples of the last minute on a server.
 fn newest_up_ms(addr: &str) -> Option<i64> {

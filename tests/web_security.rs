@@ -759,21 +759,6 @@ fn a_follower_relays_an_admin_call_to_the_leader_over_tls_with_the_callers_crede
 // ---------------------------------------------------------------------------
 // Real peers
 
-/// The program, or `None` after a message when the test should be skipped;
-/// panics instead under `PROMRAFT_REQUIRE_PEERS=1`.
-fn peer(program: &str, test: &str) -> Option<PathBuf> {
-    if let Some(p) = which(program) {
-        return Some(p);
-    }
-    let required = std::env::var("PROMRAFT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{program} is not on PATH and PROMRAFT_REQUIRE_PEERS=1 requires it (Debian: apt-get install prometheus)"
-    );
-    eprintln!("SKIPPED {test}: {program} is not on PATH (set PROMRAFT_REQUIRE_PEERS=1 to make this a failure)");
-    None
-}
-
 #[test]
 fn prometheus_remote_writes_over_tls_with_basic_auth_and_promtool_queries() {
     let test = "prometheus_remote_writes_over_tls_with_basic_auth_and_promtool_queries";

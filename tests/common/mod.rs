@@ -390,6 +390,22 @@ pub fn metric_sum(exposition: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// The reference peer `program` (Debian's prometheus, promtool) on `PATH`,
+/// or `None` after a message when the test should be skipped; panics
+/// instead under `PROMRAFT_REQUIRE_PEERS=1` (as `.ci/run` sets).
+pub fn peer(program: &str, test: &str) -> Option<PathBuf> {
+    if let Some(p) = which(program) {
+        return Some(p);
+    }
+    let required = std::env::var("PROMRAFT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{program} is not on PATH and PROMRAFT_REQUIRE_PEERS=1 requires it (Debian: apt-get install prometheus)"
+    );
+    eprintln!("SKIPPED {test}: {program} is not on PATH (set PROMRAFT_REQUIRE_PEERS=1 to make this a failure)");
+    None
+}
+
 /// Finds an executable on `PATH`.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
