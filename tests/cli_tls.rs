@@ -11,10 +11,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::tls::Ca;
 use common::*;
 
 /// Time for a node to start answering.
@@ -23,47 +24,6 @@ const READY: Duration = Duration::from_secs(30);
 const COMMAND_MAX: Duration = Duration::from_secs(60);
 /// The password of the test's users.
 const PASSWORD: &str = "s3cret pass";
-
-/// A CA and the PEM files of certificates it signs.
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        Ca {
-            issuer: rcgen::CertifiedIssuer::self_signed(p, key).expect("self-signed CA"),
-        }
-    }
-
-    fn write_ca(&self, path: &Path) -> PathBuf {
-        std::fs::write(path, self.issuer.pem()).expect("write CA");
-        path.to_path_buf()
-    }
-
-    /// Writes `<stem>.crt` and `<stem>.key` for 127.0.0.1 and localhost.
-    fn issue(&self, dir: &Path, stem: &str, client: bool) -> (PathBuf, PathBuf) {
-        let mut p =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("leaf params");
-        p.distinguished_name.push(rcgen::DnType::CommonName, stem);
-        p.extended_key_usages = vec![if client {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let cert = p.signed_by(&key, &self.issuer).expect("sign leaf");
-        let (c, k) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
-        std::fs::write(&c, cert.pem()).expect("write cert");
-        std::fs::write(&k, key.serialize_pem()).expect("write key");
-        (c, k)
-    }
-}
 
 /// Runs `promraft <args>` with `password` (or none) in
 /// PROMRAFT_BASIC_AUTH_PASSWORD.

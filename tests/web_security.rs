@@ -15,10 +15,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tls::Ca;
 use common::*;
 use serde_json::Value;
 
@@ -26,54 +27,6 @@ const READY: Duration = Duration::from_secs(30);
 /// Longer than a reload poll (2 s) plus a bcrypt check, with room for a
 /// loaded machine.
 const RELOAD: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------
-// Certificates
-
-/// A CA and the PEM files of certificates it signs.
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        Ca {
-            issuer: rcgen::CertifiedIssuer::self_signed(p, key).expect("self-signed CA"),
-        }
-    }
-
-    fn write_ca(&self, path: &Path) {
-        std::fs::write(path, self.issuer.pem()).expect("write CA");
-    }
-
-    /// Writes `<stem>.crt` and `<stem>.key` for 127.0.0.1 and localhost.
-    fn issue(&self, dir: &Path, stem: &str, client: bool) -> (PathBuf, PathBuf) {
-        self.issue_for(dir, stem, client, &["127.0.0.1", "localhost"])
-    }
-
-    /// Writes `<stem>.crt` and `<stem>.key` with these SANs.
-    fn issue_for(&self, dir: &Path, stem: &str, client: bool, sans: &[&str]) -> (PathBuf, PathBuf) {
-        let mut p =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("leaf params");
-        p.distinguished_name.push(rcgen::DnType::CommonName, stem);
-        p.extended_key_usages = if client {
-            vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]
-        } else {
-            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]
-        };
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let cert = p.signed_by(&key, &self.issuer).expect("sign leaf");
-        let (c, k) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
-        std::fs::write(&c, cert.pem()).expect("write cert");
-        std::fs::write(&k, key.serialize_pem()).expect("write key");
-        (c, k)
-    }
-}
 
 fn bcrypt_hash(password: &str) -> String {
     // Cost 4 keeps the test fast; the node accepts any cost.

@@ -979,3 +979,4 @@ pub fn parse_vector(result: &Value) -> BTreeMap<LabelSet, (i64, f64)> {
     out
 }
 pub mod cluster;
+pub mod tls;
