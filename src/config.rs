@@ -301,6 +301,14 @@ pub mod bounds {
     /// `web.tls_handshake_timeout`.
     pub const WEB_TLS_HANDSHAKE_TIMEOUT: RangeInclusive<Duration> =
         RangeInclusive::new(Duration::from_secs(1), Duration::from_secs(600));
+    /// `ha_dedup.failover_timeout`: at least a second (a sender flushes
+    /// every few seconds, a shorter timeout would flip the elected replica
+    /// between two healthy senders), at most a day.
+    pub const HA_FAILOVER_TIMEOUT: RangeInclusive<Duration> =
+        RangeInclusive::new(Duration::from_secs(1), Duration::from_secs(86_400));
+    /// `ha_dedup.clusters_max`: each cluster is a few hundred bytes of
+    /// replicated state, kept in every checkpoint.
+    pub const HA_CLUSTERS: RangeInclusive<usize> = RangeInclusive::new(1, 100_000);
 
     /// Largest remote-write body (compressed) any configuration may accept,
     /// bytes. Prometheus's own sender keeps requests to
@@ -726,6 +734,76 @@ impl WebConfig {
     }
 }
 
+/// Deduplication of Prometheus HA pairs: of the senders that share a value
+/// of `cluster_label`, one (told apart by `replica_label`) is elected and
+/// stored, the others' samples are acknowledged and dropped; the next one
+/// to send is elected once the elected one has been silent for
+/// `failover_timeout`. The defaults are Prometheus's and Mimir's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaDedupConfig {
+    /// The external label that names a sender's HA cluster.
+    pub cluster_label: String,
+    /// The external label that names the replica within the cluster; it is
+    /// removed from the elected replica's series.
+    pub replica_label: String,
+    /// How long the elected replica may send nothing before another is
+    /// elected.
+    #[serde(with = "duration_serde")]
+    pub failover_timeout: Duration,
+    /// Clusters tracked at most; samples of a cluster past it are refused.
+    pub clusters_max: usize,
+}
+
+impl Default for HaDedupConfig {
+    fn default() -> Self {
+        HaDedupConfig {
+            cluster_label: "cluster".into(),
+            replica_label: "__replica__".into(),
+            // Mimir's default: longer than a sender's retry backoff, so a
+            // replica that is merely slow keeps its election.
+            failover_timeout: Duration::from_secs(30),
+            // Mimir's default per tenant.
+            clusters_max: 100,
+        }
+    }
+}
+
+impl HaDedupConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        use bounds::*;
+        for (field, name) in [
+            ("ha_dedup.cluster_label", &self.cluster_label),
+            ("ha_dedup.replica_label", &self.replica_label),
+        ] {
+            if !is_label_name(name) {
+                return Err(invalid(field, name, "must be a label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+            }
+        }
+        if self.cluster_label == self.replica_label {
+            return Err(invalid(
+                "ha_dedup.replica_label",
+                &self.replica_label,
+                "must differ from ha_dedup.cluster_label",
+            ));
+        }
+        let r = &HA_FAILOVER_TIMEOUT;
+        if !r.contains(&self.failover_timeout) {
+            let (lo, hi) = (fd(*r.start()), fd(*r.end()));
+            return Err(outside("ha_dedup.failover_timeout", fd(self.failover_timeout), lo, hi));
+        }
+        in_range("ha_dedup.clusters_max", self.clusters_max, &HA_CLUSTERS)
+    }
+}
+
+/// Whether `s` is a Prometheus label name (this leaf module cannot use the
+/// TSDB's own check).
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The whole configuration of a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -755,6 +833,9 @@ pub struct Config {
     pub web_config_file: Option<PathBuf>,
     /// HTTP server.
     pub web: WebConfig,
+    /// Deduplication of Prometheus HA pairs (`cluster::ha_dedup`); unset:
+    /// off, every sender's samples are stored as sent.
+    pub ha_dedup: Option<HaDedupConfig>,
 }
 
 impl Default for Config {
@@ -771,6 +852,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             web_config_file: None,
             web: WebConfig::default(),
+            ha_dedup: None,
         }
     }
 }
@@ -894,7 +976,8 @@ impl Config {
         self.raft.validate()?;
         self.write.validate()?;
         self.query.validate()?;
-        self.web.validate()
+        self.web.validate()?;
+        self.ha_dedup.as_ref().map_or(Ok(()), HaDedupConfig::validate)
     }
 
     /// The top-level fields: identity, addresses, the member list.

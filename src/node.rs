@@ -17,13 +17,14 @@ use tokio::sync::watch;
 use crate::backup::source::BackupSource;
 use crate::cluster::batcher::Batcher;
 use crate::cluster::bootstrap::{bootstrap, Bootstrap};
+use crate::cluster::ha_dedup::HaDedup;
 use crate::cluster::handover::{hand_over, write_elsewhere, HandoverGate, HandoverOutcome};
 use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
 use crate::kv::{Kv, SledKv, SledOptions};
 use crate::metrics::Metrics;
 use crate::raft::log_store::{LogStats, LogStore};
-use crate::raft::state_machine::{Applied, StateMachine};
+use crate::raft::state_machine::{Applied, SharedHaReplicas, StateMachine};
 use crate::raft::transport::client::GrpcNetwork;
 use crate::raft::transport::connector::{Connector, TcpConnector};
 use crate::raft::transport::peer::PeerClients;
@@ -96,6 +97,8 @@ pub struct Node {
     pub batcher: Batcher,
     /// The node's own metrics.
     pub metrics: Arc<Metrics>,
+    /// The elected replica of each HA sender cluster, as applied here.
+    pub ha_replicas: SharedHaReplicas,
     /// Log disk counters.
     pub log_stats: Arc<LogStats>,
     /// Applied index, updated by the state machine.
@@ -224,6 +227,7 @@ impl Node {
         let decoded = Arc::new(crate::raft::command::DecodedCache::default());
         let sm = StateMachine::new(db.clone(), Arc::new(applied_tx), decoded.clone(), io.placement.clone())
             .map_err(|e| dir_err(&e))?;
+        let ha_replicas = sm.ha_replicas();
 
         let rc = raft_config(&config, clean_shutdown)?;
         let network = GrpcNetwork::with_connector(config.node_id, db.clone(), &dir, io.connector.clone())
@@ -247,7 +251,11 @@ impl Node {
         let peers = Arc::new(PeerClients::new(io.connector));
         let leader_lost = LeaderLost::new();
         let handover = HandoverGate::default();
-        let router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost, &handover);
+        let mut router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost, &handover);
+        router.ha = config.ha_dedup.clone().map(|cfg| {
+            let gate = HaDedup::new(cfg, ha_replicas.clone(), raft.clone(), router.commit_timeout);
+            Arc::new(gate)
+        });
         let node = Arc::new(Node {
             me: me.clone(),
             peers,
@@ -261,6 +269,7 @@ impl Node {
             db,
             batcher,
             metrics,
+            ha_replicas,
             applied: applied_rx,
             started: Instant::now(),
             engine: query_engine(&config),
@@ -560,6 +569,7 @@ fn router(
         leader_lease: Duration::from_millis(config.raft.election_timeout_max_ms),
         handover: handover.clone(),
         leader_contact: LeaderContact::default(),
+        ha: None,
     }
 }
 
@@ -687,7 +697,7 @@ impl ForwardedWrites for LeaderWrites {
             let mut out = Vec::with_capacity(reqs.len());
             for r in reqs {
                 let res = match router.handover.enter() {
-                    Some(_local) => router.batcher.submit(r).await,
+                    Some(_local) => crate::cluster::routing::commit_here(&router, r).await,
                     None => write_elsewhere(&router, r).await,
                 };
                 out.push(res.map_err(|e| ForwardedWriteError(e.to_string()))?);

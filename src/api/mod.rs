@@ -315,6 +315,7 @@ pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/digest", get(status::digest))
         .route("/api/v1/status/cluster", get(cluster::status))
+        .route("/api/v1/status/ha_replicas", get(status::ha_replicas))
         .route("/api/v1/admin/cluster/add-learner", post(cluster::add_learner))
         .route("/api/v1/admin/cluster/promote", post(cluster::promote))
         .route("/api/v1/admin/cluster/remove", post(cluster::remove))

@@ -104,6 +104,41 @@ pub async fn digest(State(node): State<AppState>) -> Response {
     }
 }
 
+/// `GET /api/v1/status/ha_replicas`: the elected replica of each HA sender
+/// cluster, as this node has applied it (every node answers the same once
+/// it has caught up), with the dedup configuration in force here.
+pub async fn ha_replicas(State(node): State<AppState>) -> Response {
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map_or_else(String::new, |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    let clusters: Vec<serde_json::Value> = node
+        .ha_replicas
+        .read()
+        .iter()
+        .map(|(cluster, e)| {
+            json!({
+                "cluster": cluster,
+                "replica": e.replica,
+                "electedAt": time(e.elected_at_ms),
+                "lastSeenAt": time(e.seen_ms),
+                "elections": e.elections,
+            })
+        })
+        .collect();
+    let cfg = node.router.ha.as_ref().map(|gate| gate.config());
+    success(
+        json!({
+            "enabled": cfg.is_some(),
+            "clusterLabel": cfg.map(|c| c.cluster_label.clone()),
+            "replicaLabel": cfg.map(|c| c.replica_label.clone()),
+            "failoverTimeoutSeconds": cfg.map(|c| c.failover_timeout.as_secs_f64()),
+            "clusters": clusters,
+        }),
+        &[],
+    )
+}
+
 /// `GET /metrics`: the node's own metrics in the text exposition format.
 pub async fn metrics(State(node): State<AppState>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
@@ -112,6 +147,7 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
     log_metrics(&mut out, &node);
     node.metrics.render(&mut out);
     node.web.render_metrics(&mut out);
+    crate::cluster::ha_dedup::render_metrics(&mut out, &node.ha_replicas, node.router.ha.as_deref());
     process_metrics(&mut out, &node);
     (
         [(

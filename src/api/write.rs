@@ -3,7 +3,9 @@
 //! Checks headers and size, decodes and validates (pure, in
 //! `remote_write`), commits the valid part through the log, and answers like
 //! Prometheus: 204 when everything was stored, 400 with the first reason
-//! when anything was rejected (the valid samples are kept), 413 / 415 for
+//! when anything was rejected (the valid samples are kept), 202 when the
+//! samples were copies from an HA replica that is not elected and were
+//! dropped (`cluster::ha_dedup`), 413 / 415 for
 //! oversized or mislabelled bodies (a remote write 2.0 request among them:
 //! see `write_media`), 503 when the node cannot commit.
 
@@ -78,6 +80,7 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
         .samples_invalid
         .fetch_add((v.samples_rejected + v.histograms_rejected) as u64, Ordering::Relaxed);
     let mut first_error = v.rejected.first().cloned();
+    let mut ha_note = None;
     let req = append_request(v);
     if !req.series.is_empty() || !req.metadata.is_empty() {
         match crate::cluster::routing::write(&node.router, req).await {
@@ -85,6 +88,7 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
                 if first_error.is_none() {
                     first_error = res.first_error;
                 }
+                ha_note = res.ha_note.filter(|_| res.ha_dropped > 0);
             }
             Err(e @ CommitError::Overloaded(_)) => {
                 // Refused before it cost consensus anything: the sender
@@ -106,9 +110,12 @@ pub async fn remote_write(State(node): State<AppState>, headers: HeaderMap, body
             }
         }
     }
-    match first_error {
-        Some(msg) => reply(&node, StatusCode::BAD_REQUEST, msg),
-        None => reply(&node, StatusCode::NO_CONTENT, String::new()),
+    match (first_error, ha_note) {
+        (Some(msg), _) => reply(&node, StatusCode::BAD_REQUEST, msg),
+        // Copies from an HA replica that is not elected: success for the
+        // sender (it must not retry them), as Mimir answers.
+        (None, Some(note)) => reply(&node, StatusCode::ACCEPTED, note),
+        (None, None) => reply(&node, StatusCode::NO_CONTENT, String::new()),
     }
 }
 

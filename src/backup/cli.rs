@@ -407,8 +407,9 @@ pub fn verify_file(file: &Path, key: Option<&KeySource>) -> Result<Header, Error
             format!("{:?}", (summary.min_time_ms, summary.max_time_ms)),
         ));
     }
-    let (applied, _) =
-        crate::raft::state_machine::decode_upper(&summary.upper).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let applied = crate::raft::state_machine::decode_upper(&summary.upper)
+        .map_err(|e| Error::Corrupt(e.to_string()))?
+        .applied;
     if applied.map(|l| l.index) != Some(header.applied_index) {
         return Err(mismatch(
             "applied index",

@@ -123,8 +123,10 @@ fn import_tsdb(opts: &RestoreOptions, staging: &Path) -> Result<(Header, crate::
     // whole-file checksum follow and must be checked before trusting it.
     reader.drain()?;
     let upper = upper.ok_or_else(|| Error::Corrupt("backup holds no checkpoint".into()))?;
-    let (applied, _) = crate::raft::state_machine::decode_upper(&upper).map_err(|e| Error::Corrupt(e.to_string()))?;
-    let applied = applied.ok_or_else(|| Error::Corrupt("backup's checkpoint has no applied index".into()))?;
+    let kept = crate::raft::state_machine::decode_upper(&upper).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let applied = kept
+        .applied
+        .ok_or_else(|| Error::Corrupt("backup's checkpoint has no applied index".into()))?;
     if applied.index != header.applied_index {
         return Err(Error::Corrupt(format!(
             "header says index {} but the checkpoint is at {}",
@@ -141,8 +143,13 @@ fn import_tsdb(opts: &RestoreOptions, staging: &Path) -> Result<(Header, crate::
     )
     .map_err(|e| Error::Restore(format!("membership: {e}")))?;
     let stored = StoredMembership::new(Some(applied), membership);
-    db.checkpoint(crate::raft::state_machine::encode_upper(Some(applied), stored))
-        .map_err(Error::from_tsdb)?;
+    // The HA replicas elected when the backup was taken stay elected.
+    db.checkpoint(crate::raft::state_machine::encode_upper(
+        Some(applied),
+        stored,
+        &kept.ha,
+    ))
+    .map_err(Error::from_tsdb)?;
     let digest = db.digest().map_err(Error::from_tsdb)?;
     if digest.series != header.series {
         return Err(Error::Corrupt(format!(

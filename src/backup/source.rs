@@ -103,8 +103,8 @@ pub fn cluster_id(members: &[Member]) -> String {
 
 /// Builds the header fields that come from the checkpoint's content.
 pub fn header_from_summary(node_id: u64, s: &ExportSummary, content_bytes: u64) -> Result<Header, Error> {
-    let (applied, membership) =
-        crate::raft::state_machine::decode_upper(&s.upper).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let kept = crate::raft::state_machine::decode_upper(&s.upper).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let (applied, membership) = (kept.applied, kept.membership);
     let applied = applied.ok_or_else(|| Error::Source("the checkpoint has no applied index".into()))?;
     let m = membership.membership();
     let voters: std::collections::BTreeSet<u64> = m.voter_ids().collect();
@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn export_summary_matches_the_digest() {
         let db = db();
-        let upper = crate::raft::state_machine::encode_upper(None, Default::default());
+        let upper = crate::raft::state_machine::encode_upper(None, Default::default(), &Default::default());
         write(&db, 20, 0, 300);
         db.checkpoint(upper.clone()).unwrap();
         write(&db, 25, 300, 130);

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batcher::{Batcher, CommitError};
+use super::ha_dedup::HaDedup;
 use super::handover::{write_elsewhere, HandoverGate};
 use crate::raft::state_machine::Applied;
 use crate::raft::transport::peer::{PeerClient, PeerClients};
@@ -86,6 +87,9 @@ pub struct Router {
     pub handover: HandoverGate,
     /// When a leader's AppendEntries last arrived (`raft::transport::server`).
     pub leader_contact: LeaderContact,
+    /// HA-pair deduplication, when configured (`ha_dedup`): writes this
+    /// node commits as leader pass through it.
+    pub ha: Option<Arc<HaDedup>>,
 }
 
 /// Read consistency levels (DESIGN decision 6).
@@ -209,6 +213,26 @@ pub async fn write(node: &Router, req: AppendRequest) -> Result<AppendResult, Co
     route(node, req, true).await
 }
 
+/// Commits `req` on this node, the leader: through the HA dedup when it is
+/// configured, then the batcher. Followers' forwarded writes come here too.
+pub async fn commit_here(node: &Router, req: AppendRequest) -> Result<AppendResult, CommitError> {
+    let Some(ha) = &node.ha else {
+        return node.batcher.submit(req).await;
+    };
+    let admitted = ha.admit(req).await?;
+    let mut res = if admitted.req.series.is_empty() && admitted.req.metadata.is_empty() {
+        AppendResult::default()
+    } else {
+        node.batcher.submit(admitted.req).await?
+    };
+    res.ha_dropped = admitted.dropped;
+    res.ha_note = admitted.note;
+    if res.first_error.is_none() {
+        res.first_error = admitted.refused;
+    }
+    Ok(res)
+}
+
 /// Forwards `req` to the leader, never to this node's own batcher (a
 /// stopping node hands its writes on), waiting for one up to `leader_wait`
 /// as [`write`] does.
@@ -227,7 +251,7 @@ async fn route(node: &Router, req: AppendRequest, local: bool) -> Result<AppendR
             Some(l) if l == node.node_id => {
                 // Counted until answered, so that a handover waits for it.
                 match node.handover.enter().filter(|_| local) {
-                    Some(_local) if leader_holds_lease(node) => return node.batcher.submit(req).await,
+                    Some(_local) if leader_holds_lease(node) => return commit_here(node, req).await,
                     Some(_) => NotTaken(CommitError::Unavailable(format!(
                         "node {l} leads but no quorum has acknowledged it within its lease ({} ms); \
                          no leader with a quorum is known",

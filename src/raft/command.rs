@@ -122,6 +122,28 @@ pub enum Command {
         /// End of the range, ms since the epoch.
         end_ms: i64,
     },
+    /// Elect `replica` as the stored sender of HA cluster `cluster`, if the
+    /// elected one is still `expected` (`raft::ha_replicas`). Proposed by
+    /// the leader's HA dedup (`cluster::ha_dedup`).
+    HaElect {
+        /// The cluster label's value.
+        cluster: String,
+        /// The replica label's value of the sender to elect.
+        replica: String,
+        /// The elected replica the proposer saw (`None`: none yet).
+        expected: Option<String>,
+        /// The proposer's time, ms since the epoch.
+        at_ms: i64,
+    },
+    /// The elected replica of `cluster` sent a request at `at_ms`.
+    HaSeen {
+        /// The cluster label's value.
+        cluster: String,
+        /// The replica label's value.
+        replica: String,
+        /// The proposer's time, ms since the epoch.
+        at_ms: i64,
+    },
 }
 
 /// A label matcher as a log entry carries it: plain data, compiled at apply.
@@ -196,6 +218,17 @@ impl fmt::Display for Command {
             } => {
                 write!(f, "DeleteSeries({} selectors, {start_ms}..={end_ms})", selectors.len())
             }
+            Command::HaElect {
+                cluster,
+                replica,
+                expected,
+                at_ms,
+            } => write!(f, "HaElect({cluster:?}: {expected:?} -> {replica:?} at {at_ms})"),
+            Command::HaSeen {
+                cluster,
+                replica,
+                at_ms,
+            } => write!(f, "HaSeen({cluster:?}: {replica:?} at {at_ms})"),
         }
     }
 }

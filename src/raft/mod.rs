@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod entry_format;
+pub mod ha_replicas;
 pub mod legacy;
 pub mod log_store;
 pub mod record;

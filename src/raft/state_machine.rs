@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::command::{Command, DecodedCache};
+use super::ha_replicas::HaReplicas;
 use super::{CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::threads::Placement;
 use crate::tsdb::{Db, Writer};
@@ -67,38 +68,84 @@ struct LegacyUpper {
     membership: super::legacy::StoredMembership,
 }
 
-fn decode_upper_record(b: &[u8]) -> io::Result<Upper> {
+fn decode_upper_record(b: &[u8]) -> io::Result<KeptState> {
     let bad = |e: crate::codec::DecodeError| {
         io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint raft state: {e}"))
     };
     match super::record::body(b, "checkpoint raft state")? {
         super::record::Body::Current(b) => {
-            let (upper, _) =
+            let (upper, used) =
                 crate::codec::decode_from_slice_limited::<Upper, UPPER_DECODED_BYTES_MAX>(b).map_err(bad)?;
-            Ok(upper)
+            // The HA replicas follow as a section of their own: records
+            // written before HA dedup end here, and builds from before it
+            // read such a record and ignore the section.
+            let rest = &b[used..];
+            let ha = if rest.is_empty() {
+                HaReplicas::default()
+            } else {
+                let (ha, used) = crate::codec::decode_from_slice_limited::<HaReplicas, HA_DECODED_BYTES_MAX>(rest)
+                    .map_err(|e| bad_ha(&e.to_string()))?;
+                if used != rest.len() {
+                    return Err(bad_ha(&format!("{} bytes after it", rest.len() - used)));
+                }
+                ha
+            };
+            Ok(KeptState {
+                applied: upper.applied,
+                membership: upper.membership,
+                ha,
+            })
         }
         super::record::Body::Legacy(b) => {
             let (old, _) =
                 crate::codec::decode_from_slice_limited::<LegacyUpper, UPPER_DECODED_BYTES_MAX>(b).map_err(bad)?;
-            Ok(Upper {
+            Ok(KeptState {
                 applied: old.applied.as_ref().map(super::legacy::log_id),
                 membership: super::legacy::membership(&old.membership),
+                ha: HaReplicas::default(),
             })
         }
     }
 }
 
-/// Decodes the Raft state kept with a checkpoint: the applied log id and
-/// the membership (for backups and restore).
-pub fn decode_upper(b: &[u8]) -> io::Result<(Option<LogId>, StoredMembership)> {
-    let upper = decode_upper_record(b)?;
-    Ok((upper.applied, upper.membership))
+fn bad_ha(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("checkpoint raft state: HA replicas: {why}"),
+    )
+}
+
+/// Most bytes decoding the HA replicas kept with a checkpoint may
+/// allocate: `ha_dedup.clusters_max` (at most 100,000) clusters of a few
+/// hundred bytes each.
+const HA_DECODED_BYTES_MAX: usize = 64 << 20;
+
+/// The state the state machine keeps with a checkpoint, decoded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeptState {
+    /// The last applied log id (`None` before any entry).
+    pub applied: Option<LogId>,
+    /// The membership in force.
+    pub membership: StoredMembership,
+    /// The elected replica of each HA sender cluster.
+    pub ha: HaReplicas,
+}
+
+/// Decodes the Raft state kept with a checkpoint: the applied log id, the
+/// membership and the HA replicas (for backups and restore).
+pub fn decode_upper(b: &[u8]) -> io::Result<KeptState> {
+    decode_upper_record(b)
 }
 
 /// Encodes the Raft state kept with a checkpoint (restore writes a new one:
-/// the backup's applied log id with a one-member membership).
-pub fn encode_upper(applied: Option<LogId>, membership: StoredMembership) -> Vec<u8> {
-    let body = crate::codec::encode_to_vec(&Upper { applied, membership }).expect("encoding to a Vec cannot fail");
+/// the backup's applied log id with a one-member membership). Layout in
+/// docs/format/checkpoint.md: the versioned record of the applied log id
+/// and membership, then the HA replicas.
+pub fn encode_upper(applied: Option<LogId>, membership: StoredMembership, ha: &HaReplicas) -> Vec<u8> {
+    let mut body = crate::codec::encode_to_vec(&Upper { applied, membership }).expect("encoding to a Vec cannot fail");
+    if !ha.is_empty() {
+        body.extend(crate::codec::encode_to_vec(ha).expect("encoding to a Vec cannot fail"));
+    }
     super::record::versioned(&body)
 }
 
@@ -119,7 +166,12 @@ pub struct StateMachine {
     applied_tx: Arc<watch::Sender<Applied>>,
     decoded: Arc<DecodedCache>,
     placement: Placement,
+    ha: SharedHaReplicas,
 }
+
+/// The HA replicas as applied so far, shared between the state machine
+/// (the only writer) and the leader's HA dedup and the API (readers).
+pub type SharedHaReplicas = Arc<parking_lot::RwLock<HaReplicas>>;
 
 impl StateMachine {
     /// Wraps a TSDB loaded from its last checkpoint.
@@ -129,9 +181,9 @@ impl StateMachine {
         decoded: Arc<DecodedCache>,
         placement: Placement,
     ) -> io::Result<Self> {
-        let upper: Upper = match db.checkpoint_upper().map_err(io_err)? {
+        let upper = match db.checkpoint_upper().map_err(io_err)? {
             Some(b) => decode_upper_record(&b)?,
-            None => Upper::default(),
+            None => KeptState::default(),
         };
         let last_checkpoint = upper.applied.map(|_| SnapshotMeta {
             last_log_id: upper.applied,
@@ -148,11 +200,17 @@ impl StateMachine {
             applied_tx,
             decoded,
             placement,
+            ha: Arc::new(parking_lot::RwLock::new(upper.ha)),
         })
     }
 
+    /// The HA replicas this state machine applies to.
+    pub fn ha_replicas(&self) -> SharedHaReplicas {
+        self.ha.clone()
+    }
+
     fn upper(&self) -> Vec<u8> {
-        encode_upper(self.applied, self.membership.clone())
+        encode_upper(self.applied, self.membership.clone(), &self.ha.read())
     }
 
     /// Writes a checkpoint of everything applied so far.
@@ -185,7 +243,12 @@ type AppliedEntry = (
 
 /// Applies entries in order (a blocking call, see [`apply_command`]). An
 /// error stops at the entry that failed: openraft then stops the node.
-fn apply_entries(db: &Db, decoded: &DecodedCache, entries: Vec<Entry>) -> io::Result<Vec<AppliedEntry>> {
+fn apply_entries(
+    db: &Db,
+    decoded: &DecodedCache,
+    ha: &parking_lot::RwLock<HaReplicas>,
+    entries: Vec<Entry>,
+) -> io::Result<Vec<AppliedEntry>> {
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         let index = entry.log_id.index;
@@ -194,7 +257,7 @@ fn apply_entries(db: &Db, decoded: &DecodedCache, entries: Vec<Entry>) -> io::Re
         let mut w = db.writer();
         let (response, membership) = match entry.payload {
             EntryPayload::Blank => (CommandResponse::default(), None),
-            EntryPayload::Normal(cmd) => (apply_command(&mut w, decoded, index, &cmd)?, None),
+            EntryPayload::Normal(cmd) => (apply_command(&mut w, decoded, ha, index, &cmd)?, None),
             EntryPayload::Membership(m) => (CommandResponse::default(), Some(m)),
         };
         w.set_applied_index(index);
@@ -209,6 +272,7 @@ fn apply_entries(db: &Db, decoded: &DecodedCache, entries: Vec<Entry>) -> io::Re
 fn apply_command(
     db: &mut Writer<'_>,
     decoded: &DecodedCache,
+    ha: &parking_lot::RwLock<HaReplicas>,
     index: u64,
     cmd: &Command,
 ) -> io::Result<CommandResponse> {
@@ -255,6 +319,25 @@ fn apply_command(
                 let r = db.delete_series(&sets, *start_ms, *end_ms);
                 tracing::info!(deleted = r.deleted, skipped = r.skipped, "applied delete_series");
             }
+            Ok(CommandResponse::default())
+        }
+        Command::HaElect {
+            cluster,
+            replica,
+            expected,
+            at_ms,
+        } => {
+            if ha.write().elect(cluster, replica, expected.as_deref(), *at_ms) {
+                tracing::info!(%cluster, %replica, previous = ?expected, "HA replica elected");
+            }
+            Ok(CommandResponse::default())
+        }
+        Command::HaSeen {
+            cluster,
+            replica,
+            at_ms,
+        } => {
+            ha.write().seen(cluster, replica, *at_ms);
             Ok(CommandResponse::default())
         }
     }
@@ -327,11 +410,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             let (entries_of_batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let (db, decoded) = (self.db.clone(), self.decoded.clone());
+            let (db, decoded, ha) = (self.db.clone(), self.decoded.clone(), self.ha.clone());
             let applied = self
                 .placement
                 .offload(self.db.inline_io(), move || {
-                    apply_entries(&db, &decoded, entries_of_batch)
+                    apply_entries(&db, &decoded, &ha, entries_of_batch)
                 })
                 .await??;
             for ((log_id, membership, response), responder) in applied.into_iter().zip(responders) {
@@ -398,7 +481,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .await??;
         let _ = std::fs::remove_file(&path);
-        let upper: Upper = match upper {
+        let upper = match upper {
             Some(b) => decode_upper_record(&b)?,
             None => {
                 return Err(io::Error::new(
@@ -418,6 +501,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        *self.ha.write() = upper.ha;
         self.last_checkpoint = Some(meta.clone());
         self.applied_tx.send_replace(Applied {
             index: self.applied.map_or(0, |l| l.index),
@@ -465,26 +549,49 @@ mod tests {
         // bincode of a struct is its fields in order, as of this tuple.
         let old = crate::codec::encode_to_vec(&(Some(adv(2, 1, 9)), m)).unwrap();
         assert_ne!(old[0], crate::raft::record::RECORD_VERSION_MARKER);
-        let (a, m) = decode_upper(&old).unwrap();
+        let KeptState {
+            applied: a,
+            membership: m,
+            ha,
+        } = decode_upper(&old).unwrap();
         assert_eq!(a, Some(openraft::testing::log_id::<TypeConfig>(2, 1, 9)));
         assert_eq!(m, membership());
-        let new = encode_upper(a, m);
+        assert!(ha.is_empty());
+        let new = encode_upper(a, m, &ha);
         assert_eq!(&new[..2], &[crate::raft::record::RECORD_VERSION_MARKER, 2]);
         assert_ne!(new[2..], old[..], "standard leader ids changed the bytes");
     }
 
     #[test]
-    fn upper_round_trips() {
+    fn upper_round_trips_with_and_without_ha_replicas() {
         let applied = Some(openraft::testing::log_id::<TypeConfig>(2, 1, 9));
-        let (a, m) = decode_upper(&encode_upper(applied, membership())).unwrap();
-        assert_eq!((a, m), (applied, membership()));
+        let mut ha = HaReplicas::default();
+        let plain = encode_upper(applied, membership(), &ha);
+        let k = decode_upper(&plain).unwrap();
+        assert_eq!(
+            (k.applied, k.membership, k.ha.is_empty()),
+            (applied, membership(), true)
+        );
+        ha.elect("a", "r1", None, 1_700_000_000_000);
+        ha.elect("b", "r2", None, 1_700_000_000_001);
+        let with = encode_upper(applied, membership(), &ha);
+        assert_eq!(
+            &with[..plain.len()],
+            &plain[..],
+            "the HA section only follows the old record"
+        );
+        let k = decode_upper(&with).unwrap();
+        assert_eq!((k.applied, k.membership, k.ha), (applied, membership(), ha));
+        let mut trailing = with.clone();
+        trailing.push(0);
+        assert!(decode_upper(&trailing).is_err(), "bytes after the HA section");
     }
 
     /// A node address whose length prefix claims more than the limit is an
     /// error, not an allocation of that length.
     #[test]
     fn huge_length_in_the_upper_state_is_an_error() {
-        let good = encode_upper(None, membership());
+        let good = encode_upper(None, membership(), &HaReplicas::default());
         // The last field is the last node's http address, "a:2": its length
         // byte comes just before it.
         let at = good.len() - 4;
@@ -506,7 +613,7 @@ mod tests {
             flips in proptest::collection::vec(any::<prop::sample::Index>(), 1..6),
         ) {
             let _ = decode_upper(&bytes);
-            let mut b = encode_upper(Some(openraft::testing::log_id::<TypeConfig>(2, 1, 9)), membership());
+            let mut b = encode_upper(Some(openraft::testing::log_id::<TypeConfig>(2, 1, 9)), membership(), &HaReplicas::default());
             for f in &flips {
                 let bit = f.index(b.len() * 8);
                 b[bit / 8] ^= 1 << (bit % 8);

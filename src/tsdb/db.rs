@@ -34,6 +34,15 @@ pub struct AppendResult {
     pub out_of_bounds: u64,
     /// The first rejection, worded like Prometheus, with the series.
     pub first_error: Option<String>,
+    /// Samples the leader dropped before the log as copies sent by an HA
+    /// replica that is not the elected one (`cluster::ha_dedup`). Never
+    /// set by apply, and not in the bincode encoding: a forwarded write's
+    /// reply carries it in a field of its own.
+    #[serde(skip)]
+    pub ha_dropped: u64,
+    /// Which replica is elected instead, for the sender's 202 answer.
+    #[serde(skip)]
+    pub ha_note: Option<String>,
 }
 
 impl AppendResult {

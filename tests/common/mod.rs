@@ -400,7 +400,8 @@ pub fn peer(program: &str, test: &str) -> Option<PathBuf> {
     let required = std::env::var("PROMRAFT_REQUIRE_PEERS").is_ok_and(|v| v == "1");
     assert!(
         !required,
-        "{program} is not on PATH and PROMRAFT_REQUIRE_PEERS=1 requires it (Debian: apt-get install prometheus)"
+        "{program} is not on PATH and PROMRAFT_REQUIRE_PEERS=1 requires it (Debian: apt-get install prometheus \
+         prometheus-node-exporter)"
     );
     eprintln!("SKIPPED {test}: {program} is not on PATH (set PROMRAFT_REQUIRE_PEERS=1 to make this a failure)");
     None

@@ -62,7 +62,12 @@ impl PeerClient {
             requests: encode(&reqs)?,
         };
         let reply = call_with_deadline(deadline, self.client.forward_write(request(msg, deadline))).await?;
-        let results: Vec<AppendResult> = decode(reply.format, &reply.results, "forward write reply")?;
+        let mut results: Vec<AppendResult> = decode(reply.format, &reply.results, "forward write reply")?;
+        // Not in the bincode of a result: see `AppendResult::ha_dropped`.
+        for (r, d) in results.iter_mut().zip(reply.ha_dropped) {
+            r.ha_dropped = d.samples;
+            r.ha_note = Some(d.note).filter(|n| !n.is_empty());
+        }
         if results.len() != reqs.len() {
             return Err(Error::Malformed(format!(
                 "{} results for {} forwarded requests",

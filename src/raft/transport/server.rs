@@ -377,9 +377,17 @@ impl RaftRpc for RaftService {
                 results.len()
             )));
         }
+        let ha_dropped = results
+            .iter()
+            .map(|r| proto::HaDropped {
+                samples: r.ha_dropped,
+                note: r.ha_note.clone().unwrap_or_default(),
+            })
+            .collect();
         Ok(Response::new(proto::ForwardWriteReply {
             format: WIRE_FORMAT,
             results: encode(&results)?,
+            ha_dropped,
         }))
     }
 
