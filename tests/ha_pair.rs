@@ -127,9 +127,10 @@ fn one_replica_is_stored_and_the_next_is_elected_after_the_timeout() {
     )]));
     // The leader applied every acknowledged write before answering; a
     // follower may not have yet.
-    let stored = cluster
-        .node(leader.expect("a leader"))
-        .raw_samples(r#"{__name__=~"ha_metric|plain"}"#, t0 - 1, t0 + 1_000);
+    let stored =
+        cluster
+            .node(leader.expect("a leader"))
+            .raw_samples(r#"{__name__=~"ha_metric|plain"}"#, t0 - 1, t0 + 1_000);
     let want: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::from([
         (
             label_set_of(&[("__name__", "ha_metric"), ("cluster", "a"), ("i", "0")]),
@@ -297,20 +298,7 @@ remote_write:
       max_backoff: 1s
 "#
     );
-    let path = dir.join(format!("prometheus-{replica}.yml"));
-    std::fs::write(&path, config).expect("write prometheus.yml");
-    let mut cmd = Command::new(prometheus);
-    cmd.arg(format!("--config.file={}", path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join(format!("data-{replica}")).display()
-        ))
-        .arg(format!("--web.listen-address={addr}"));
-    let p = Proc::spawn(
-        &format!("prometheus-{replica}"),
-        &mut cmd,
-        &dir.join(format!("prometheus-{replica}.log")),
-    );
+    let p = start_prometheus(prometheus, dir, &format!("prometheus-{replica}"), &addr, &config);
     (p, addr)
 }
 

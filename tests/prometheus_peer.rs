@@ -148,16 +148,7 @@ remote_write:
 "#,
         promraft = node.http_addr
     );
-    let config_path = dir.path().join("prometheus.yml");
-    std::fs::write(&config_path, config).expect("write prometheus.yml");
-    let mut cmd = Command::new(&prometheus);
-    cmd.arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("prometheus-data").display()
-        ))
-        .arg(format!("--web.listen-address={prom_addr}"));
-    let mut prom = Proc::spawn("prometheus", &mut cmd, &dir.path().join("prometheus.log"));
+    let mut prom = start_prometheus(&prometheus, dir.path(), "prometheus", &prom_addr, &config);
     let how = format!(
         "prometheus log: {}; promraft log: {}; reproduce: {}",
         prom.log_path().display(),

@@ -742,28 +742,13 @@ fn prometheus_remote_writes_over_tls_with_basic_auth_and_promtool_queries() {
 
     // Prometheus scrapes itself and remote-writes to promraft over TLS.
     let prom_addr = free_addr();
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n\
-             scrape_configs:\n  - job_name: prom\n    static_configs:\n      - targets: ['{prom_addr}']\n\
-             remote_write:\n  - url: {base}/api/v1/write\n    basic_auth:\n      username: prom\n      password: prom-pw\n    tls_config:\n      ca_file: {}\n    queue_config:\n      batch_send_deadline: 1s\n",
-            ca_file.display()
-        ),
-    )
-    .unwrap();
-    let mut prom = Proc::spawn(
-        "prometheus",
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}")),
-        &dir.path().join("prometheus.log"),
+    let prom_config = format!(
+        "global:\n  scrape_interval: 1s\n\
+         scrape_configs:\n  - job_name: prom\n    static_configs:\n      - targets: ['{prom_addr}']\n\
+         remote_write:\n  - url: {base}/api/v1/write\n    basic_auth:\n      username: prom\n      password: prom-pw\n    tls_config:\n      ca_file: {}\n    queue_config:\n      batch_send_deadline: 1s\n",
+        ca_file.display()
     );
+    let mut prom = start_prometheus(&prometheus, dir.path(), "prometheus", &prom_addr, &prom_config);
     let grafana = Some(("grafana", "grafana-pw"));
     let up = format!("{base}/api/v1/query?query=up%7Bjob%3D%22prom%22%7D");
     wait_until(

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod federate;
 pub mod guard;
 pub mod params;
 pub mod query;
@@ -330,6 +331,7 @@ pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
         .route("/-/healthy", get(status::healthy).head(status::healthy))
         .route("/-/ready", get(status::ready).head(status::ready))
         .route("/metrics", get(status::metrics))
+        .route("/federate", get(federate::federate).post(federate::federate))
         .layer(axum::middleware::from_fn_with_state(node.clone(), stamp))
         .layer(axum::middleware::from_fn_with_state(node.clone(), guard::guard))
         .with_state(node)

@@ -40,7 +40,8 @@ pub struct ExportStats {
     pub skipped: u64,
 }
 
-fn escape_label_value(v: &str, out: &mut String) {
+/// Appends `v` escaped as a label value of the text formats.
+pub fn escape_label_value(v: &str, out: &mut String) {
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

@@ -407,6 +407,23 @@ pub fn peer(program: &str, test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Starts the `prometheus` binary with `config`, written to
+/// `<dir>/<name>.yml`, its TSDB in `<dir>/<name>-data`, its log in
+/// `<dir>/<name>.log`, listening on `addr` (tests that put Prometheus's own
+/// address into its config choose it first).
+pub fn start_prometheus(prometheus: &Path, dir: &Path, name: &str, addr: &str, config: &str) -> Proc {
+    let config_path = dir.join(format!("{name}.yml"));
+    std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+    let mut cmd = Command::new(prometheus);
+    cmd.arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join(format!("{name}-data")).display()
+        ))
+        .arg(format!("--web.listen-address={addr}"));
+    Proc::spawn(name, &mut cmd, &dir.join(format!("{name}.log")))
+}
+
 /// Finds an executable on `PATH`.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
