@@ -1,4 +1,4 @@
-//! Prometheus remote-write 1.0 protobuf messages.
+//! Prometheus remote-write 1.0 and remote-read protobuf messages.
 //!
 //! Hand-written `prost` structs whose field numbers follow Prometheus's
 //! `prompb/remote.proto` and `prompb/types.proto` (package `prometheus`), so
@@ -322,4 +322,163 @@ mod tests {
         assert_eq!(got.histograms.len(), 1);
         assert_eq!(Histogram::decode(&hb[..]).expect("decodes"), h);
     }
+}
+
+/// A remote-read request (`prometheus.ReadRequest`), sent snappy-compressed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadRequest {
+    /// The queries, answered in order.
+    #[prost(message, repeated, tag = "1")]
+    pub queries: Vec<Query>,
+    /// Response types the client accepts, in its order of preference;
+    /// empty means `SAMPLES`.
+    #[prost(enumeration = "ResponseType", repeated, tag = "2")]
+    pub accepted_response_types: Vec<i32>,
+}
+
+/// A remote-read response type (`prometheus.ReadRequest.ResponseType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ResponseType {
+    /// One snappy-compressed [`ReadResponse`] with raw samples.
+    Samples = 0,
+    /// A stream of [`ChunkedReadResponse`] frames with XOR chunks.
+    StreamedXorChunks = 1,
+}
+
+/// One remote-read query (`prometheus.Query`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Query {
+    /// Start of the range, ms, inclusive.
+    #[prost(int64, tag = "1")]
+    pub start_timestamp_ms: i64,
+    /// End of the range, ms, inclusive.
+    #[prost(int64, tag = "2")]
+    pub end_timestamp_ms: i64,
+    /// The series selector.
+    #[prost(message, repeated, tag = "3")]
+    pub matchers: Vec<LabelMatcher>,
+    /// Hints (step, function, grouping): read and ignored.
+    #[prost(message, optional, tag = "4")]
+    pub hints: Option<ReadHints>,
+}
+
+/// A label matcher (`prometheus.LabelMatcher`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LabelMatcher {
+    /// `EQ`, `NEQ`, `RE` or `NRE`.
+    #[prost(enumeration = "MatcherType", tag = "1")]
+    pub r#type: i32,
+    /// Label name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Value or regex.
+    #[prost(string, tag = "3")]
+    pub value: String,
+}
+
+/// The operator of a [`LabelMatcher`] (`prometheus.LabelMatcher.Type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum MatcherType {
+    /// `=`
+    Eq = 0,
+    /// `!=`
+    Neq = 1,
+    /// `=~`
+    Re = 2,
+    /// `!~`
+    Nre = 3,
+}
+
+/// Query hints (`prometheus.ReadHints`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadHints {
+    /// Query step, ms.
+    #[prost(int64, tag = "1")]
+    pub step_ms: i64,
+    /// The function around the selector.
+    #[prost(string, tag = "2")]
+    pub func: String,
+    /// Start, ms.
+    #[prost(int64, tag = "3")]
+    pub start_ms: i64,
+    /// End, ms.
+    #[prost(int64, tag = "4")]
+    pub end_ms: i64,
+    /// Grouping labels.
+    #[prost(string, repeated, tag = "5")]
+    pub grouping: Vec<String>,
+    /// `by` or `without`.
+    #[prost(bool, tag = "6")]
+    pub by: bool,
+    /// The range of the selector, ms.
+    #[prost(int64, tag = "7")]
+    pub range_ms: i64,
+}
+
+/// A `SAMPLES` remote-read response (`prometheus.ReadResponse`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadResponse {
+    /// One result per query, in order.
+    #[prost(message, repeated, tag = "1")]
+    pub results: Vec<QueryResult>,
+}
+
+/// The series of one query (`prometheus.QueryResult`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryResult {
+    /// Series with their samples in the query's range.
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+/// One frame of a `STREAMED_XOR_CHUNKS` response
+/// (`prometheus.ChunkedReadResponse`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedReadResponse {
+    /// Series, each with all or part of its chunks.
+    #[prost(message, repeated, tag = "1")]
+    pub chunked_series: Vec<ChunkedSeries>,
+    /// Which query of the request this frame answers.
+    #[prost(int64, tag = "2")]
+    pub query_index: i64,
+}
+
+/// A series and chunks of it (`prometheus.ChunkedSeries`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedSeries {
+    /// The series' labels, sorted by name.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    /// Chunks in time order, not overlapping.
+    #[prost(message, repeated, tag = "2")]
+    pub chunks: Vec<Chunk>,
+}
+
+/// One chunk (`prometheus.Chunk`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Chunk {
+    /// First sample's timestamp, ms.
+    #[prost(int64, tag = "1")]
+    pub min_time_ms: i64,
+    /// Last sample's timestamp, ms.
+    #[prost(int64, tag = "2")]
+    pub max_time_ms: i64,
+    /// Encoding: 1 is XOR.
+    #[prost(enumeration = "ChunkEncoding", tag = "3")]
+    pub r#type: i32,
+    /// The chunk's bytes (docs/format/chunk.md: Prometheus's XOR chunk).
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: Vec<u8>,
+}
+
+/// A chunk's encoding (`prometheus.Chunk.Encoding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ChunkEncoding {
+    /// Unknown.
+    Unknown = 0,
+    /// Gorilla XOR floats.
+    Xor = 1,
 }

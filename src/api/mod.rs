@@ -14,6 +14,7 @@ pub mod guard;
 pub mod params;
 pub mod query;
 pub mod read;
+pub mod remote_read;
 pub mod remote_write;
 pub mod status;
 pub mod write;
@@ -301,6 +302,7 @@ pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
     let node = AppState::new(node, web);
     Router::new()
         .route("/api/v1/write", post(write::remote_write))
+        .route("/api/v1/read", post(remote_read::remote_read))
         .route("/api/v1/query", get(query::instant).post(query::instant))
         .route("/api/v1/query_range", get(query::range).post(query::range))
         .route(
