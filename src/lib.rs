@@ -13,13 +13,14 @@
 //! |---|---|
 //! | `cli` | every module |
 //! | `bench` | every module |
-//! | `api` | `node`, `web`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `api` | `node`, `web`, `backup`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `config`, `metrics`, `prompb` |
 //! | `web` | nothing |
-//! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `node` | `backup`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
 //! | `raft` | `tsdb`, `kv`, `codec`, `threads` |
 //! | `promql` | `tsdb` |
+//! | `promcfg` | `tsdb`, `config` |
 //! | `tsdb` | `kv`, `codec` |
 //! | `kv` | nothing |
 //! | `config` | nothing |
@@ -54,6 +55,11 @@
 //!   checkpoints into snapshots, and the peer network.
 //! - [`promql`]: the PromQL evaluator over the TSDB (parsing by the
 //!   `promql-parser` crate).
+//! - [`promcfg`]: the Prometheus configuration file (`--prometheus-config`):
+//!   `global`, `scrape_configs`, `rule_files`, `alerting`, checked as
+//!   Prometheus checks them, unsupported sections refused by name,
+//!   reloads, the digest that nodes compare; and relabeling
+//!   (`promcfg::relabel`).
 //! - [`tsdb`]: one replica's storage: labels and matchers, the Gorilla XOR
 //!   chunk codec, the head (series, open chunks, postings), checkpoints, the
 //!   querier, retention, the digest.
@@ -85,6 +91,7 @@ pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod promcfg;
 pub mod prompb;
 pub mod promql;
 pub mod raft;

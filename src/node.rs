@@ -22,6 +22,7 @@ use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
 use crate::kv::{Kv, SledKv, SledOptions};
 use crate::metrics::Metrics;
+use crate::promcfg::PromConfigState;
 use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::transport::client::GrpcNetwork;
@@ -82,6 +83,9 @@ pub enum StartError {
     /// Raft failed to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
+    /// The Prometheus configuration file was refused.
+    #[error(transparent)]
+    PromConfig(#[from] crate::promcfg::PromConfigError),
 }
 
 /// Everything a node runs.
@@ -121,6 +125,8 @@ pub struct Node {
     stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// The Prometheus configuration file in force (`--prometheus-config`).
+    pub promcfg: Arc<PromConfigState>,
     log: LogStore,
 }
 
@@ -211,6 +217,9 @@ impl Node {
     /// Starts a node on the given stores and network (see [`NodeIo`]).
     pub async fn start_with(config: Config, io: NodeIo) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        // A Prometheus configuration that cannot be honoured stops the
+        // start before anything is opened.
+        let promcfg = PromConfigState::start(config.prometheus_config.clone())?;
         let dir = config.data_dir.clone();
         let dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
             dir: dir.display().to_string(),
@@ -265,6 +274,7 @@ impl Node {
             started: Instant::now(),
             engine: query_engine(&config),
             query_slots: Arc::new(tokio::sync::Semaphore::new(config.query.concurrency_max)),
+            promcfg,
             config,
             log,
         });

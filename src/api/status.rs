@@ -112,6 +112,7 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
     log_metrics(&mut out, &node);
     node.metrics.render(&mut out);
     node.web.render_metrics(&mut out);
+    super::promconfig::render_metrics(&mut out, &node);
     process_metrics(&mut out, &node);
     (
         [(
