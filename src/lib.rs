@@ -13,10 +13,11 @@
 //! |---|---|
 //! | `cli` | every module |
 //! | `bench` | every module |
-//! | `api` | `node`, `web`, `backup`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `api` | `node`, `web`, `backup`, `scrape`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `config`, `metrics`, `prompb` |
 //! | `web` | nothing |
-//! | `node` | `backup`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `node` | `backup`, `scrape`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
+//! | `scrape` | `cluster`, `promcfg`, `tsdb`, `config` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
 //! | `raft` | `tsdb`, `kv`, `codec`, `threads` |
 //! | `promql` | `tsdb` |
@@ -46,6 +47,9 @@
 //!   its background duties (checkpoints, retention, the leader watch).
 //! - [`backup`]: consistent backup files, verify and restore, OpenMetrics
 //!   export and text-format import.
+//! - [`scrape`]: the leader scrapes every target of `scrape_configs` once
+//!   (static and file SD, relabeling, text and OpenMetrics, staleness),
+//!   writing through the log; the targets view of `/api/v1/targets`.
 //! - [`cluster`]: behaviour around Raft: the group-commit write batcher,
 //!   routing to the leader and read consistency, bootstrap from
 //!   `initial_cluster`. It works on narrow handles (`Raft`, `Batcher`,
@@ -95,6 +99,7 @@ pub mod promcfg;
 pub mod prompb;
 pub mod promql;
 pub mod raft;
+pub mod scrape;
 #[cfg(feature = "sim-bugs")]
 pub mod sim_bugs;
 pub mod threads;

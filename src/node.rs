@@ -127,6 +127,8 @@ pub struct Node {
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// The Prometheus configuration file in force (`--prometheus-config`).
     pub promcfg: Arc<PromConfigState>,
+    /// Targets and their last scrapes (`scrape`).
+    pub scrape: Arc<crate::scrape::status::ScrapeStatus>,
     log: LogStore,
 }
 
@@ -275,6 +277,7 @@ impl Node {
             engine: query_engine(&config),
             query_slots: Arc::new(tokio::sync::Semaphore::new(config.query.concurrency_max)),
             promcfg,
+            scrape: Arc::default(),
             config,
             log,
         });
@@ -284,6 +287,9 @@ impl Node {
             node.spawn_bootstrap();
         }
         node.spawn_duties();
+        // The leader scrapes (DESIGN decision 13); every node computes the
+        // targets for the API.
+        crate::scrape::spawn(node.router.clone(), node.promcfg.clone(), node.scrape.clone());
         Ok(node)
     }
 
