@@ -68,7 +68,14 @@ pub async fn target_loop(
         let stopped = *stop.borrow();
         if let Some(why) = stopped {
             if why == Stop::Removed {
-                let stale = state.stale_all(now_ms());
+                let t = now_ms();
+                let mut stale = state.stale_all(t);
+                // The report series end with the target too.
+                report(&mut stale, &target, t, false, 0.0, &Counts::zero());
+                let first_report = stale.series.len() - REPORT_SERIES;
+                for s in &mut stale.series[first_report..] {
+                    s.samples = vec![(t, f64::from_bits(STALE_NAN_BITS))];
+                }
                 if !stale.series.is_empty() {
                     let _ = write(&router, stale).await;
                 }
@@ -129,6 +136,19 @@ struct Counts {
     added: usize,
 }
 
+impl Counts {
+    fn zero() -> Counts {
+        Counts {
+            scraped: 0,
+            post_relabel: 0,
+            added: 0,
+        }
+    }
+}
+
+/// How many report series [`report`] writes.
+const REPORT_SERIES: usize = 5;
+
 async fn scrape_once(
     job: &Job,
     target: &Target,
@@ -183,12 +203,7 @@ async fn scrape_once(
                 last_duration_s: duration_s,
                 meta: Default::default(),
             };
-            let counts = Counts {
-                scraped: 0,
-                post_relabel: 0,
-                added: 0,
-            };
-            (state.stale_all(t_ms), counts, health)
+            (state.stale_all(t_ms), Counts::zero(), health)
         }
     };
     report(&mut req, target, t_ms, health.up, duration_s, &counts);
@@ -198,7 +213,7 @@ async fn scrape_once(
 
 /// The report series Prometheus writes for every scrape.
 fn report(req: &mut AppendRequest, target: &Target, t_ms: i64, up: bool, duration_s: f64, c: &Counts) {
-    let values = [
+    let values: [(&str, f64); REPORT_SERIES] = [
         ("up", if up { 1.0 } else { 0.0 }),
         ("scrape_duration_seconds", duration_s),
         ("scrape_samples_scraped", c.scraped as f64),
