@@ -303,7 +303,10 @@ impl Node {
             dir,
             self.db.inline_io(),
             writes,
-            Arc::new(RaftNodeInfo::new(self.raft.clone(), me)),
+            Arc::new(RaftNodeInfo::new(self.raft.clone(), me).with_config_digest({
+                let p = self.promcfg.clone();
+                Arc::new(move || p.digest())
+            })),
             self.router.leader_contact.clone(),
         )
     }

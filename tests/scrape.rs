@@ -184,6 +184,19 @@ fn node_exporters_are_scraped_once_through_the_log_across_a_leader_kill() {
         pools["scrapePools"],
         serde_json::json!(["dropped", "files", "limited", "node"])
     );
+    // Every member reports the same configuration digest over the node-info RPC.
+    let st = api_get(&addr, "/api/v1/status/cluster", &[]);
+    let digests: Vec<&str> = st["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["prometheusConfigDigest"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        digests.len() == 3 && digests.iter().all(|d| d.len() == 64 && *d == digests[0]),
+        "{st}"
+    );
+    assert_eq!(st["prometheusConfigMismatch"], false, "{st}");
     let meta = api_get(&addr, "/api/v1/targets/metadata", &[("metric", "node_time_seconds")]);
     assert_eq!(meta[0]["type"], "gauge", "{meta}");
 
