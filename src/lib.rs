@@ -13,13 +13,15 @@
 //! |---|---|
 //! | `cli` | every module |
 //! | `bench` | every module |
-//! | `api` | `node`, `web`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `api` | `node`, `web`, `backup`, `scrape`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `config`, `metrics`, `prompb` |
 //! | `web` | nothing |
-//! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `node` | `backup`, `scrape`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
+//! | `scrape` | `cluster`, `promcfg`, `tsdb`, `config` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
 //! | `raft` | `tsdb`, `kv`, `codec`, `threads` |
 //! | `promql` | `tsdb` |
+//! | `promcfg` | `tsdb`, `config` |
 //! | `tsdb` | `kv`, `codec` |
 //! | `kv` | nothing |
 //! | `config` | nothing |
@@ -45,6 +47,9 @@
 //!   its background duties (checkpoints, retention, the leader watch).
 //! - [`backup`]: consistent backup files, verify and restore, OpenMetrics
 //!   export and text-format import.
+//! - [`scrape`]: the leader scrapes every target of `scrape_configs` once
+//!   (static and file SD, relabeling, text and OpenMetrics, staleness),
+//!   writing through the log; the targets view of `/api/v1/targets`.
 //! - [`cluster`]: behaviour around Raft: the group-commit write batcher,
 //!   routing to the leader and read consistency, bootstrap from
 //!   `initial_cluster`. It works on narrow handles (`Raft`, `Batcher`,
@@ -54,6 +59,11 @@
 //!   checkpoints into snapshots, and the peer network.
 //! - [`promql`]: the PromQL evaluator over the TSDB (parsing by the
 //!   `promql-parser` crate).
+//! - [`promcfg`]: the Prometheus configuration file (`--prometheus-config`):
+//!   `global`, `scrape_configs`, `rule_files`, `alerting`, checked as
+//!   Prometheus checks them, unsupported sections refused by name,
+//!   reloads, the digest that nodes compare; and relabeling
+//!   (`promcfg::relabel`).
 //! - [`tsdb`]: one replica's storage: labels and matchers, the Gorilla XOR
 //!   chunk codec, the head (series, open chunks, postings), checkpoints, the
 //!   querier, retention, the digest.
@@ -85,9 +95,11 @@ pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod promcfg;
 pub mod prompb;
 pub mod promql;
 pub mod raft;
+pub mod scrape;
 #[cfg(feature = "sim-bugs")]
 pub mod sim_bugs;
 pub mod threads;

@@ -23,6 +23,7 @@ use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
 use crate::kv::{Kv, SledKv, SledOptions};
 use crate::metrics::Metrics;
+use crate::promcfg::PromConfigState;
 use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::state_machine::{Applied, SharedHaReplicas, StateMachine};
 use crate::raft::transport::client::GrpcNetwork;
@@ -83,6 +84,9 @@ pub enum StartError {
     /// Raft failed to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
+    /// The Prometheus configuration file was refused.
+    #[error(transparent)]
+    PromConfig(#[from] crate::promcfg::PromConfigError),
 }
 
 /// Everything a node runs.
@@ -124,6 +128,10 @@ pub struct Node {
     stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// The Prometheus configuration file in force (`--prometheus-config`).
+    pub promcfg: Arc<PromConfigState>,
+    /// Targets and their last scrapes (`scrape`).
+    pub scrape: Arc<crate::scrape::status::ScrapeStatus>,
     log: LogStore,
 }
 
@@ -214,6 +222,9 @@ impl Node {
     /// Starts a node on the given stores and network (see [`NodeIo`]).
     pub async fn start_with(config: Config, io: NodeIo) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        // A Prometheus configuration that cannot be honoured stops the
+        // start before anything is opened.
+        let promcfg = PromConfigState::start(config.prometheus_config.clone())?;
         let dir = config.data_dir.clone();
         let dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
             dir: dir.display().to_string(),
@@ -274,6 +285,8 @@ impl Node {
             started: Instant::now(),
             engine: query_engine(&config),
             query_slots: Arc::new(tokio::sync::Semaphore::new(config.query.concurrency_max)),
+            promcfg,
+            scrape: Arc::default(),
             config,
             log,
         });
@@ -283,6 +296,9 @@ impl Node {
             node.spawn_bootstrap();
         }
         node.spawn_duties();
+        // The leader scrapes (DESIGN decision 13); every node computes the
+        // targets for the API.
+        crate::scrape::spawn(node.router.clone(), node.promcfg.clone(), node.scrape.clone());
         Ok(node)
     }
 
@@ -296,7 +312,10 @@ impl Node {
             dir,
             self.db.inline_io(),
             writes,
-            Arc::new(RaftNodeInfo::new(self.raft.clone(), me)),
+            Arc::new(RaftNodeInfo::new(self.raft.clone(), me).with_config_digest({
+                let p = self.promcfg.clone();
+                Arc::new(move || p.digest())
+            })),
             self.router.leader_contact.clone(),
         )
     }

@@ -49,6 +49,10 @@ pub struct MemberStatus {
     /// Entries it is behind the leader's last log index (leader's view;
     /// `null` when this node is not the leader).
     pub replication_lag: Option<u64>,
+    /// SHA-256 of its Prometheus configuration file (empty: none or
+    /// unreachable).
+    #[serde(default)]
+    pub prometheus_config_digest: String,
 }
 
 /// The whole view.
@@ -65,6 +69,10 @@ pub struct ClusterStatus {
     pub commit_index: u64,
     /// Members, by id.
     pub members: Vec<MemberStatus>,
+    /// True when reachable members run Prometheus configuration files
+    /// with different digests.
+    #[serde(default)]
+    pub prometheus_config_mismatch: bool,
 }
 
 /// Builds the cluster view of `node`.
@@ -93,6 +101,7 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
             last_log_index: 0,
             applied_index: 0,
             replication_lag: None,
+            prometheus_config_digest: String::new(),
         };
         if id == node.id() {
             st.reachable = true;
@@ -100,12 +109,14 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
             st.last_log_index = last_log;
             st.applied_index = node.applied_index();
             st.role = crate::raft::transport::server::role_name(m.state).to_string();
+            st.prometheus_config_digest = node.promcfg.digest();
         } else if let Ok(mut c) = node.peers.get(&info.raft_addr) {
             if let Ok(s) = c.node_info(MEMBER_STATUS_DEADLINE).await {
                 st.reachable = true;
                 st.term = s.term;
                 st.applied_index = s.applied_index;
                 st.role = s.role;
+                st.prometheus_config_digest = s.prometheus_config_digest;
             }
         }
         if is_leader {
@@ -122,8 +133,20 @@ pub async fn cluster_status(node: &AppState) -> ClusterStatus {
         leader_id: m.current_leader,
         term: m.current_term,
         commit_index: m.local_committed.map_or(0, |l| l.index),
+        prometheus_config_mismatch: config_mismatch(&members),
         members,
     }
+}
+
+/// Whether the reachable members disagree on their Prometheus
+/// configuration file.
+fn config_mismatch(members: &[MemberStatus]) -> bool {
+    let digests: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.reachable)
+        .map(|m| m.prometheus_config_digest.as_str())
+        .collect();
+    digests.len() > 1
 }
 
 /// `GET /api/v1/status/cluster`
@@ -340,4 +363,36 @@ pub async fn transfer_leader(
 /// Fills a `BTreeMap` of member id to HTTP address (for the CLI and demo).
 pub fn http_addrs(status: &ClusterStatus) -> BTreeMap<u64, String> {
     status.members.iter().map(|m| (m.id, m.http_addr.clone())).collect()
+}
+
+#[cfg(test)]
+mod config_digest_tests {
+    use super::*;
+
+    fn member(id: u64, reachable: bool, digest: &str) -> MemberStatus {
+        MemberStatus {
+            id,
+            raft_addr: String::new(),
+            http_addr: String::new(),
+            role: "follower".into(),
+            voter: true,
+            reachable,
+            term: 1,
+            last_log_index: 0,
+            applied_index: 0,
+            replication_lag: None,
+            prometheus_config_digest: digest.into(),
+        }
+    }
+
+    #[test]
+    fn a_different_digest_on_a_reachable_member_is_a_mismatch() {
+        assert!(!config_mismatch(&[
+            member(1, true, "a"),
+            member(2, true, "a"),
+            member(3, false, "")
+        ]));
+        assert!(config_mismatch(&[member(1, true, "a"), member(2, true, "b")]));
+        assert!(config_mismatch(&[member(1, true, "a"), member(2, true, "")]));
+    }
 }

@@ -12,11 +12,13 @@ pub mod cluster;
 pub mod federate;
 pub mod guard;
 pub mod params;
+pub mod promconfig;
 pub mod query;
 pub mod read;
 pub mod remote_read;
 pub mod remote_write;
 pub mod status;
+pub mod targets;
 pub mod write;
 pub mod write_media;
 
@@ -319,6 +321,11 @@ pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
         .route("/api/v1/status/digest", get(status::digest))
         .route("/api/v1/status/cluster", get(cluster::status))
         .route("/api/v1/status/ha_replicas", get(status::ha_replicas))
+        .route("/api/v1/status/config", get(promconfig::status_config))
+        .route("/api/v1/targets", get(targets::targets))
+        .route("/api/v1/targets/metadata", get(targets::metadata))
+        .route("/api/v1/scrape_pools", get(targets::scrape_pools))
+        .route("/-/reload", post(promconfig::reload).put(promconfig::reload))
         .route("/api/v1/admin/cluster/add-learner", post(cluster::add_learner))
         .route("/api/v1/admin/cluster/promote", post(cluster::promote))
         .route("/api/v1/admin/cluster/remove", post(cluster::remove))

@@ -137,6 +137,12 @@ pub fn render_status(s: &ClusterStatus) -> String {
             m.http_addr
         ));
     }
+    if s.prometheus_config_mismatch {
+        out.push_str("WARNING: members run different Prometheus configuration files:\n");
+        for m in s.members.iter().filter(|m| m.reachable) {
+            out.push_str(&format!("  node {}: digest {}\n", m.id, m.prometheus_config_digest));
+        }
+    }
     out
 }
 

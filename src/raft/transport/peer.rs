@@ -114,6 +114,7 @@ impl PeerClient {
             role: r.role,
             leader_id: r.leader_id,
             term: r.term,
+            prometheus_config_digest: r.prometheus_config_digest,
         })
     }
 }

@@ -74,6 +74,8 @@ pub struct NodeStatus {
     pub leader_id: Option<NodeId>,
     /// Current term.
     pub term: u64,
+    /// SHA-256 of the node's Prometheus configuration file (empty: none).
+    pub prometheus_config_digest: String,
 }
 
 /// Source of a node's [`NodeStatus`].
@@ -97,12 +99,27 @@ pub fn role_name(state: ServerState) -> &'static str {
 pub struct RaftNodeInfo {
     raft: Raft,
     info: NodeInfo,
+    config_digest: Option<ConfigDigest>,
 }
+
+/// Reads the digest of the node's Prometheus configuration file in force.
+pub type ConfigDigest = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl RaftNodeInfo {
     /// Reports `raft`'s node with the addresses in `info`.
     pub fn new(raft: Raft, info: NodeInfo) -> Self {
-        RaftNodeInfo { raft, info }
+        RaftNodeInfo {
+            raft,
+            info,
+            config_digest: None,
+        }
+    }
+
+    /// Also reports the digest `digest` reads (so that members can compare
+    /// their configuration files).
+    pub fn with_config_digest(mut self, digest: ConfigDigest) -> Self {
+        self.config_digest = Some(digest);
+        self
     }
 }
 
@@ -117,6 +134,7 @@ impl NodeInfoSource for RaftNodeInfo {
             role: role_name(m.state).to_string(),
             leader_id: m.current_leader,
             term: m.current_term,
+            prometheus_config_digest: self.config_digest.as_ref().map(|d| d()).unwrap_or_default(),
         }
     }
 }
@@ -432,6 +450,7 @@ impl RaftRpc for RaftService {
             role: s.role,
             leader_id: s.leader_id,
             term: s.term,
+            prometheus_config_digest: s.prometheus_config_digest,
         }))
     }
 }
