@@ -13,9 +13,11 @@
 //! |---|---|
 //! | `cli` | every module |
 //! | `bench` | every module |
-//! | `api` | `node`, `web`, `backup`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `api` | `node`, `web`, `backup`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
 //! | `web` | nothing |
-//! | `node` | `backup`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `node` | `backup`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `rules` | `notifier`, `cluster`, `promql`, `tsdb`, `config`, `metrics` |
+//! | `notifier` | `metrics` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
 //! | `raft` | `tsdb`, `kv`, `codec`, `threads` |
@@ -85,9 +87,11 @@ pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod notifier;
 pub mod prompb;
 pub mod promql;
 pub mod raft;
+pub mod rules;
 #[cfg(feature = "sim-bugs")]
 pub mod sim_bugs;
 pub mod threads;

@@ -22,6 +22,7 @@ use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
 use crate::kv::{Kv, SledKv, SledOptions};
 use crate::metrics::Metrics;
+use crate::notifier::{Notifier, NotifierOptions};
 use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::transport::client::GrpcNetwork;
@@ -33,6 +34,8 @@ use crate::raft::transport::server::{
 };
 use crate::raft::transport::tls::{serve_tls, RaftTls, TlsConnector, TlsFiles};
 use crate::raft::{Command, NodeInfo, Raft};
+use crate::rules::manager::{Evaluator, RuleManager, RulesSettings};
+use crate::rules::querier::DbQuerier;
 use crate::threads::Placement;
 use crate::tsdb::{Db, HeadOptions};
 
@@ -82,6 +85,9 @@ pub enum StartError {
     /// Raft failed to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
+    /// A rule file was refused.
+    #[error("rules: {0}")]
+    Rules(#[from] crate::rules::file::RuleFileError),
 }
 
 /// Everything a node runs.
@@ -121,6 +127,10 @@ pub struct Node {
     stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Recording and alerting rules (evaluated while this node leads).
+    pub rules: Arc<RuleManager>,
+    /// Sends alerts to Alertmanager.
+    pub notifier: Arc<Notifier>,
     log: LogStore,
 }
 
@@ -248,7 +258,12 @@ impl Node {
         let leader_lost = LeaderLost::new();
         let handover = HandoverGate::default();
         let router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost, &handover);
+        let (settings, notifier_opts) = rules_settings(&config);
+        let rules = RuleManager::load(settings)?;
+        let notifier = Notifier::new(notifier_opts);
         let node = Arc::new(Node {
+            rules,
+            notifier,
             me: me.clone(),
             peers,
             router,
@@ -385,6 +400,7 @@ impl Node {
     }
 
     fn spawn_duties(self: &Arc<Self>) {
+        self.spawn_rules();
         // Periodic checkpoints: bound the log replay after a crash.
         let node = Arc::downgrade(self);
         let every = self.config.storage.checkpoint_interval;
@@ -446,6 +462,23 @@ impl Node {
                 }
             }
         });
+    }
+
+    /// Rule evaluation (a leader duty: `rules::manager`) and the
+    /// notifier's sender.
+    fn spawn_rules(&self) {
+        let ev = Evaluator {
+            manager: self.rules.clone(),
+            router: self.router.clone(),
+            querier: DbQuerier {
+                db: self.db.clone(),
+                engine: self.engine.clone(),
+                samples_max: self.config.query.samples_max,
+            },
+            notifier: self.notifier.clone(),
+        };
+        tokio::spawn(crate::rules::manager::run(ev));
+        tokio::spawn(Notifier::run(Arc::downgrade(&self.notifier), reqwest::Client::new()));
     }
 
     /// When this node last lost sight of a leader; `None` while it knows one.
@@ -561,6 +594,11 @@ fn router(
         handover: handover.clone(),
         leader_contact: LeaderContact::default(),
     }
+}
+
+/// What the rules and the notifier take from the configuration.
+fn rules_settings(_config: &Config) -> (RulesSettings, NotifierOptions) {
+    (RulesSettings::default(), NotifierOptions::default())
 }
 
 /// The PromQL engine with the configured query limits.

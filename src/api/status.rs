@@ -112,6 +112,8 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
     log_metrics(&mut out, &node);
     node.metrics.render(&mut out);
     node.web.render_metrics(&mut out);
+    node.rules.render_metrics(&mut out);
+    node.notifier.render_metrics(&mut out);
     process_metrics(&mut out, &node);
     (
         [(
