@@ -95,10 +95,14 @@ impl RuleManager {
     }
 
     /// Loads new settings and rule files; on an error the old ones stay.
-    /// A running evaluator restarts with fresh groups, which restore their
+    /// When anything changed, a running evaluator restarts with fresh groups, which restore their
     /// alerts from `ALERTS_FOR_STATE` as after a failover.
     pub fn reload(&self, settings: RulesSettings) -> Result<(), RuleFileError> {
         let defs = load_all(&settings.rule_files)?;
+        if *self.defs.read() == defs && *self.settings.read() == settings {
+            // Unchanged: the evaluator goes on with its state.
+            return Ok(());
+        }
         *self.defs.write() = defs;
         *self.settings.write() = settings;
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -217,6 +221,11 @@ pub async fn run(ev: Evaluator) {
         }
         let m = ev.manager.clone();
         let Some(term) = leading_term(&ev.router) else { continue };
+        if !caught_up(&ev.router) {
+            // The restore reads ALERTS_FOR_STATE from the local replica:
+            // it must hold everything the previous leader committed.
+            continue;
+        }
         let generation = m.generation.load(Ordering::SeqCst);
         let groups: Vec<_> = m
             .fresh_groups()
@@ -233,6 +242,12 @@ pub async fn run(ev: Evaluator) {
         m.current.write().clear();
         tracing::info!(term, "stopped evaluating rules");
     }
+}
+
+/// Whether this node has applied every entry it knows committed.
+fn caught_up(router: &Router) -> bool {
+    let m = router.raft.metrics().borrow_watched().clone();
+    m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index)
 }
 
 /// Whether the evaluator of `term` and rules `generation` should go on.
