@@ -738,3 +738,91 @@ impl ForwardedWrites for LeaderWrites {
         self.0.handover.is_closed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsdb::{AppendRequest, Matcher, SeriesSamples};
+
+    /// Samples of the series named `name` in the replica.
+    fn stored(node: &Node, name: &str) -> Vec<(crate::tsdb::labels::Labels, Vec<(i64, f64)>)> {
+        node.db
+            .select(&[Matcher::equal("__name__", name)], 0, i64::MAX, 1_000_000)
+            .expect("select")
+            .into_iter()
+            .map(|s| (s.labels, s.samples))
+            .collect()
+    }
+
+    async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The whole rule path on one real node: the leader duty evaluates,
+    /// the results come back through the log into the replica, the alert
+    /// goes pending then firing with `ALERTS_FOR_STATE` = activeAt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_leader_evaluates_rules_and_writes_results_through_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rules = dir.path().join("rules.yml");
+        std::fs::write(
+            &rules,
+            "groups: [{name: g, interval: 1s, rules: [{record: 'x:sum', expr: 'sum(x)'}, {alert: X, expr: 'sum(x) > 1', for: 2s}]}]",
+        )
+        .expect("write rules");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            raft_addr: format!("127.0.0.1:{port}"),
+            ..Config::default()
+        };
+        let node = Node::start(config, Placement::Current).await.expect("node starts");
+        node.rules
+            .reload(RulesSettings {
+                rule_files: vec![rules],
+                evaluation_interval: Duration::from_secs(1),
+                ..RulesSettings::default()
+            })
+            .expect("rules load");
+        wait_for("leadership", || node.raft.is_leader().then_some(())).await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let req = AppendRequest {
+            series: vec![SeriesSamples {
+                labels: crate::tsdb::labels::Labels::from_pairs([("__name__", "x"), ("a", "1")]),
+                samples: vec![(now, 5.0)],
+            }],
+            metadata: Vec::new(),
+        };
+        crate::cluster::routing::write(&node.router, req).await.expect("write");
+        let rec = wait_for("x:sum", || stored(&node, "x:sum").into_iter().next()).await;
+        assert_eq!(rec.1[0].1, 5.0);
+        let firing = wait_for("a firing ALERTS sample", || {
+            stored(&node, "ALERTS")
+                .into_iter()
+                .find(|(l, _)| l.get("alertstate") == "firing")
+        })
+        .await;
+        let fired_ms = firing.1[0].0;
+        let for_state = stored(&node, "ALERTS_FOR_STATE");
+        let active_s = for_state[0].1[0].1;
+        assert_eq!(
+            fired_ms,
+            (active_s * 1000.0) as i64 + 2000,
+            "fired `for` after activeAt, on the grid"
+        );
+        let groups = node.rules.groups();
+        assert_eq!(groups[0].rules[0].health.health(), "ok");
+        assert!(node.rules.evaluating());
+        node.shutdown().await;
+    }
+}
