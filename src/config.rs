@@ -753,6 +753,10 @@ pub struct Config {
     /// Prometheus web configuration file (TLS, basic auth, roles);
     /// unset: plain HTTP without authentication.
     pub web_config_file: Option<PathBuf>,
+    /// Prometheus configuration file (`global`, `scrape_configs`,
+    /// `rule_files`, `alerting`), read by `promcfg`; unset: promraft
+    /// scrapes nothing and evaluates no rules.
+    pub prometheus_config: Option<PathBuf>,
     /// HTTP server.
     pub web: WebConfig,
 }
@@ -770,6 +774,7 @@ impl Default for Config {
             write: WriteConfig::default(),
             query: QueryConfig::default(),
             web_config_file: None,
+            prometheus_config: None,
             web: WebConfig::default(),
         }
     }

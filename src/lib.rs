@@ -13,15 +13,16 @@
 //! |---|---|
 //! | `cli` | every module |
 //! | `bench` | every module |
-//! | `api` | `node`, `web`, `backup`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `api` | `node`, `web`, `backup`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `config`, `metrics`, `prompb` |
 //! | `web` | nothing |
-//! | `node` | `backup`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
-//! | `rules` | `notifier`, `cluster`, `promql`, `tsdb`, `config`, `metrics` |
+//! | `node` | `backup`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `rules` | `notifier`, `promcfg`, `cluster`, `promql`, `tsdb`, `config`, `metrics` |
 //! | `notifier` | `metrics` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
 //! | `raft` | `tsdb`, `kv`, `codec`, `threads` |
 //! | `promql` | `tsdb` |
+//! | `promcfg` | `tsdb`, `config` |
 //! | `tsdb` | `kv`, `codec` |
 //! | `kv` | nothing |
 //! | `config` | nothing |
@@ -54,8 +55,18 @@
 //! - [`raft`]: openraft's type configuration, the log entry payload, the log
 //!   store, the state machine that applies entries to the TSDB and turns
 //!   checkpoints into snapshots, and the peer network.
+//! - [`rules`]: recording and alerting rules: rule files, templates, the
+//!   alert state machine, and the leader duty that evaluates every group
+//!   and writes its results through the log.
+//! - [`notifier`]: sends alerts to Alertmanager (v2 API): bounded queue,
+//!   batches, retries, external labels and alert relabeling.
 //! - [`promql`]: the PromQL evaluator over the TSDB (parsing by the
 //!   `promql-parser` crate).
+//! - [`promcfg`]: the Prometheus configuration file (`--prometheus-config`):
+//!   `global`, `scrape_configs`, `rule_files`, `alerting`, checked as
+//!   Prometheus checks them, unsupported sections refused by name,
+//!   reloads, the digest that nodes compare; and relabeling
+//!   (`promcfg::relabel`).
 //! - [`tsdb`]: one replica's storage: labels and matchers, the Gorilla XOR
 //!   chunk codec, the head (series, open chunks, postings), checkpoints, the
 //!   querier, retention, the digest.
@@ -88,6 +99,7 @@ pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod notifier;
+pub mod promcfg;
 pub mod prompb;
 pub mod promql;
 pub mod raft;

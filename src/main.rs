@@ -111,6 +111,11 @@ struct ServeArgs {
     /// docs/security.md). Re-read when it changes.
     #[arg(long = "web.config.file")]
     web_config_file: Option<PathBuf>,
+    /// Prometheus configuration file: global, scrape_configs, rule_files,
+    /// alerting (overrides prometheus_config). Re-read on SIGHUP and
+    /// POST /-/reload.
+    #[arg(long)]
+    prometheus_config: Option<PathBuf>,
     /// Serve the admin endpoints (backup, snapshot, delete_series, export,
     /// cluster membership); overrides web.enable_admin_api. Off by
     /// default, as in Prometheus.
@@ -205,6 +210,9 @@ fn build_config(a: ServeArgs) -> anyhow::Result<(Config, String)> {
     if let Some(v) = a.web_config_file {
         c.web_config_file = Some(v);
     }
+    if let Some(v) = a.prometheus_config {
+        c.prometheus_config = Some(v);
+    }
     if a.web_enable_admin_api {
         c.web.enable_admin_api = true;
     }
@@ -232,6 +240,7 @@ async fn serve(a: ServeArgs, placement: promraft::threads::Placement) -> anyhow:
     };
     let node = Node::start(config, placement).await?;
     web.watch();
+    spawn_reload_on_sighup(node.promcfg.clone())?;
     tracing::info!(
         node_id = node.config.node_id,
         http = %node.config.http_addr,
@@ -272,6 +281,20 @@ async fn serve(a: ServeArgs, placement: promraft::threads::Placement) -> anyhow:
             "checkpoint and Raft shutdown did not finish in time"
         );
     }
+    Ok(())
+}
+
+/// Re-reads the Prometheus configuration file on each SIGHUP, as
+/// Prometheus does (a refused file is logged by `promcfg` and the one in
+/// force stays).
+fn spawn_reload_on_sighup(state: std::sync::Arc<promraft::promcfg::PromConfigState>) -> anyhow::Result<()> {
+    let mut hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("install the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = state.reload();
+        }
+    });
     Ok(())
 }
 

@@ -22,7 +22,8 @@ use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
 use crate::kv::{Kv, SledKv, SledOptions};
 use crate::metrics::Metrics;
-use crate::notifier::{Notifier, NotifierOptions};
+use crate::notifier::Notifier;
+use crate::promcfg::PromConfigState;
 use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::state_machine::{Applied, StateMachine};
 use crate::raft::transport::client::GrpcNetwork;
@@ -34,8 +35,9 @@ use crate::raft::transport::server::{
 };
 use crate::raft::transport::tls::{serve_tls, RaftTls, TlsConnector, TlsFiles};
 use crate::raft::{Command, NodeInfo, Raft};
-use crate::rules::manager::{Evaluator, RuleManager, RulesSettings};
+use crate::rules::manager::{Evaluator, RuleManager};
 use crate::rules::querier::DbQuerier;
+use crate::rules::settings::{alertmanager_urls, notifier_options, rules_settings};
 use crate::threads::Placement;
 use crate::tsdb::{Db, HeadOptions};
 
@@ -88,6 +90,9 @@ pub enum StartError {
     /// A rule file was refused.
     #[error("rules: {0}")]
     Rules(#[from] crate::rules::file::RuleFileError),
+    /// The Prometheus configuration file was refused.
+    #[error(transparent)]
+    PromConfig(#[from] crate::promcfg::PromConfigError),
 }
 
 /// Everything a node runs.
@@ -131,6 +136,8 @@ pub struct Node {
     pub rules: Arc<RuleManager>,
     /// Sends alerts to Alertmanager.
     pub notifier: Arc<Notifier>,
+    /// The Prometheus configuration file in force (`--prometheus-config`).
+    pub promcfg: Arc<PromConfigState>,
     log: LogStore,
 }
 
@@ -221,6 +228,9 @@ impl Node {
     /// Starts a node on the given stores and network (see [`NodeIo`]).
     pub async fn start_with(config: Config, io: NodeIo) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        // A Prometheus configuration that cannot be honoured stops the
+        // start before anything is opened.
+        let promcfg = PromConfigState::start(config.prometheus_config.clone())?;
         let dir = config.data_dir.clone();
         let dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
             dir: dir.display().to_string(),
@@ -258,9 +268,10 @@ impl Node {
         let leader_lost = LeaderLost::new();
         let handover = HandoverGate::default();
         let router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost, &handover);
-        let (settings, notifier_opts) = rules_settings(&config);
-        let rules = RuleManager::load(settings)?;
-        let notifier = Notifier::new(notifier_opts);
+        let loaded = promcfg.current();
+        let rules = RuleManager::load(rules_settings(loaded.as_deref(), &external_url(&config)))?;
+        let notifier = Notifier::new(notifier_options(loaded.as_deref()));
+        notifier.set_alertmanagers(&alertmanager_urls(loaded.as_deref()));
         let node = Arc::new(Node {
             rules,
             notifier,
@@ -280,6 +291,7 @@ impl Node {
             started: Instant::now(),
             engine: query_engine(&config),
             query_slots: Arc::new(tokio::sync::Semaphore::new(config.query.concurrency_max)),
+            promcfg,
             config,
             log,
         });
@@ -479,6 +491,12 @@ impl Node {
         };
         tokio::spawn(crate::rules::manager::run(ev));
         tokio::spawn(Notifier::run(Arc::downgrade(&self.notifier), reqwest::Client::new()));
+        tokio::spawn(crate::rules::settings::follow(
+            self.promcfg.subscribe(),
+            self.rules.clone(),
+            self.notifier.clone(),
+            external_url(&self.config),
+        ));
     }
 
     /// When this node last lost sight of a leader; `None` while it knows one.
@@ -596,9 +614,9 @@ fn router(
     }
 }
 
-/// What the rules and the notifier take from the configuration.
-fn rules_settings(_config: &Config) -> (RulesSettings, NotifierOptions) {
-    (RulesSettings::default(), NotifierOptions::default())
+/// The URL alerts link back to (`generatorURL`): this node's HTTP address.
+fn external_url(config: &Config) -> String {
+    format!("http://{}", config.http_addr)
 }
 
 /// The PromQL engine with the configured query limits.
@@ -788,10 +806,10 @@ mod tests {
         };
         let node = Node::start(config, Placement::Current).await.expect("node starts");
         node.rules
-            .reload(RulesSettings {
+            .reload(crate::rules::manager::RulesSettings {
                 rule_files: vec![rules],
                 evaluation_interval: Duration::from_secs(1),
-                ..RulesSettings::default()
+                ..crate::rules::manager::RulesSettings::default()
             })
             .expect("rules load");
         wait_for("leadership", || node.raft.is_leader().then_some(())).await;

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cluster;
 pub mod guard;
 pub mod params;
+pub mod promconfig;
 pub mod query;
 pub mod read;
 pub mod remote_write;
@@ -319,6 +320,8 @@ pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/digest", get(status::digest))
         .route("/api/v1/status/cluster", get(cluster::status))
+        .route("/api/v1/status/config", get(promconfig::status_config))
+        .route("/-/reload", post(promconfig::reload).put(promconfig::reload))
         .route("/api/v1/admin/cluster/add-learner", post(cluster::add_learner))
         .route("/api/v1/admin/cluster/promote", post(cluster::promote))
         .route("/api/v1/admin/cluster/remove", post(cluster::remove))

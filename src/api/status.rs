@@ -114,6 +114,7 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
     node.web.render_metrics(&mut out);
     node.rules.render_metrics(&mut out);
     node.notifier.render_metrics(&mut out);
+    super::promconfig::render_metrics(&mut out, &node);
     process_metrics(&mut out, &node);
     (
         [(

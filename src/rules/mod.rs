@@ -6,6 +6,8 @@
 //! - [`alerting`]: one alerting rule's state machine (pending, firing, resolved);
 //! - [`group`]: a group's grid and one evaluation of its rules;
 //! - [`querier`]: the local replica through the PromQL engine, for rules;
+//! - [`settings`]: what they take from the Prometheus configuration
+//!   (`promcfg`), and the task that follows its reloads;
 //! - [`manager`]: the leader duty that evaluates every group on its grid,
 //!   writes the results through the log and hands alerts to the notifier.
 //!
@@ -18,4 +20,5 @@ pub mod file;
 pub mod group;
 pub mod manager;
 pub mod querier;
+pub mod settings;
 pub mod template;

@@ -34,7 +34,7 @@ pub enum Role {
     /// Remote write (and so `promraft import`).
     Write,
     /// Everything under `/api/v1/admin/`: backup, snapshot, delete,
-    /// export, cluster membership.
+    /// export, cluster membership; and `POST /-/reload`.
     Admin,
 }
 
@@ -68,6 +68,9 @@ pub fn role_for_path(path: &str) -> Option<Role> {
     match path {
         "/-/healthy" | "/-/ready" => None,
         "/api/v1/write" => Some(Role::Write),
+        // Prometheus serves it only with --web.enable-lifecycle; promraft
+        // with the admin API.
+        "/-/reload" => Some(Role::Admin),
         p if p.starts_with("/api/v1/admin/") || p == "/api/v1/admin" => Some(Role::Admin),
         _ => Some(Role::Read),
     }
@@ -193,6 +196,7 @@ mod tests {
         assert_eq!(role_for_path("/-/healthy"), None);
         assert_eq!(role_for_path("/api/v1/write"), Some(Role::Write));
         assert_eq!(role_for_path("/api/v1/admin/backup"), Some(Role::Admin));
+        assert_eq!(role_for_path("/-/reload"), Some(Role::Admin));
         assert_eq!(role_for_path("/api/v1/admin/cluster/promote"), Some(Role::Admin));
         assert_eq!(role_for_path("/api/v1/query"), Some(Role::Read));
         assert_eq!(role_for_path("/metrics"), Some(Role::Read));
