@@ -127,3 +127,56 @@ pub async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(yaml: &str, dir: &std::path::Path) -> LoadedConfig {
+        LoadedConfig {
+            path: dir.join("prometheus.yml"),
+            config: crate::promcfg::parse(yaml.as_bytes(), dir).expect("valid configuration"),
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn alertmanager_urls_follow_scheme_prefix_and_file_sd() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ams.json"), r#"[{"targets": ["c:9093"]}]"#).expect("write");
+        let c = loaded(
+            "alerting:\n  alertmanagers:\n    - static_configs: [{targets: ['a:9093', 'b:9093']}]\n    \
+             - scheme: https\n      path_prefix: /am/\n      file_sd_configs: [{files: [ams.json]}]\n",
+            dir.path(),
+        );
+        assert_eq!(
+            alertmanager_urls(Some(&c)),
+            vec![
+                "http://a:9093/api/v2/alerts".to_string(),
+                "http://b:9093/api/v2/alerts".to_string(),
+                "https://c:9093/am/api/v2/alerts".to_string(),
+            ]
+        );
+        assert!(alertmanager_urls(None).is_empty());
+    }
+
+    #[test]
+    fn external_labels_and_alert_relabeling_reach_the_notifier() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = loaded(
+            "global:\n  external_labels: {cluster: eu}\n  evaluation_interval: 30s\nalerting:\n  \
+             alert_relabel_configs:\n    - {source_labels: [severity], regex: debug, action: drop}\n",
+            dir.path(),
+        );
+        let o = notifier_options(Some(&c));
+        assert_eq!(o.external_labels["cluster"], "eu");
+        let relabel = o.relabel.expect("relabeling configured");
+        let debug = LabelMap::from([("alertname".into(), "A".into()), ("severity".into(), "debug".into())]);
+        assert!(relabel(debug).is_none(), "dropped by alert_relabel_configs");
+        let page = LabelMap::from([("alertname".into(), "A".into()), ("severity".into(), "page".into())]);
+        assert_eq!(relabel(page.clone()), Some(page));
+        let s = rules_settings(Some(&c), "http://x");
+        assert_eq!(s.evaluation_interval, Duration::from_secs(30));
+        assert_eq!(s.external_labels["cluster"], "eu");
+    }
+}
