@@ -129,3 +129,73 @@ fn a_pending_alert_keeps_its_active_at_when_the_leader_is_killed() {
     assert_eq!(firing["state"], "firing");
     assert_eq!(rfc3339_ms(&firing["activeAt"]), active_at);
 }
+
+#[test]
+fn a_reload_applies_new_rules_and_a_bad_rule_file_keeps_the_old_ones() {
+    let (c, args) = start(60);
+    let leader = c.wait_leader(&c.ids(), STEP_TIMEOUT).leader_id.expect("a leader");
+    // args: --prometheus-config <dir>/prometheus.yml, beside rules.yml.
+    let rules_file = std::path::Path::new(&args[1])
+        .parent()
+        .expect("config directory")
+        .join("rules.yml");
+    let names = |addr: &str| -> Vec<String> {
+        let d = api_get(addr, "/api/v1/rules", &[]);
+        d["groups"][0]["rules"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let laddr = c.node(leader).http_addr.clone();
+    assert_eq!(names(&laddr), vec!["job:test_load:sum", "HighLoad"]);
+    let reload_all = |c: &Cluster| {
+        for id in c.ids() {
+            let r = c.node(id).request("POST", "/-/reload", &[], b"");
+            assert_eq!(r.status, 200, "reload on node {id}: {}", r.text());
+        }
+    };
+    // A new rule: every node loads it, the leader evaluates it.
+    let text = std::fs::read_to_string(&rules_file).expect("read rules");
+    let added = text.replace(
+        "    rules:\n",
+        "    rules:\n      - record: test:one\n        expr: vector(1)\n",
+    );
+    std::fs::write(&rules_file, &added).expect("write rules");
+    reload_all(&c);
+    wait_until("the new rule on the leader", STEP_TIMEOUT, || {
+        let n = names(&laddr);
+        if n.first().map(String::as_str) == Some("test:one") {
+            Ok(())
+        } else {
+            Err(format!("rules {n:?}"))
+        }
+    });
+    wait_until("test:one evaluated", STEP_TIMEOUT, || {
+        let d = api_get(&laddr, "/api/v1/query", &[("query", "test:one")]);
+        d["result"][0]["value"][1]
+            .as_str()
+            .filter(|v| *v == "1")
+            .map(|_| ())
+            .ok_or(format!("{d}"))
+    });
+    // A broken rule file: refused, the rules in force stay.
+    std::fs::write(
+        &rules_file,
+        "groups: [{name: x, rules: [{record: 'bad name', expr: up}]}]",
+    )
+    .expect("write");
+    reload_all(&c);
+    wait_until(
+        "the refusal in /metrics",
+        STEP_TIMEOUT,
+        || match common::cluster::node_metric(&laddr, "promraft_rule_files_last_reload_successful")? {
+            v if v == 0.0 => Ok(()),
+            v => Err(format!("promraft_rule_files_last_reload_successful {v}")),
+        },
+    );
+    assert_eq!(names(&laddr), vec!["test:one", "job:test_load:sum", "HighLoad"]);
+}

@@ -44,6 +44,15 @@ pub fn go_float_e(v: f64) -> String {
     format!("{mant}e{sign}{:02}", exp.abs())
 }
 
+/// A float as Go's encoding/json writes it: whole numbers without `.0`.
+fn go_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
 /// One alert as the API shows it.
 #[derive(Serialize)]
 struct ApiAlert {
@@ -85,47 +94,101 @@ fn query_text(expr: &str) -> String {
     promql_parser::parser::parse(expr).map_or_else(|_| expr.to_string(), |e| e.to_string())
 }
 
-fn health_fields(h: &RuleHealth, v: &mut serde_json::Map<String, serde_json::Value>) {
-    v.insert("health".into(), h.health().into());
-    if let Some(e) = &h.last_error {
-        v.insert("lastError".into(), e.clone().into());
-    }
-    v.insert("evaluationTime".into(), h.eval_seconds.into());
-    v.insert("lastEvaluation".into(), time_or_zero(h.last_eval_ms).into());
+/// A rule as `/api/v1/rules` shows it, fields in Prometheus's order.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ApiRule {
+    Alerting {
+        state: &'static str,
+        name: String,
+        query: String,
+        #[serde(serialize_with = "go_float")]
+        duration: f64,
+        #[serde(rename = "keepFiringFor", serialize_with = "go_float")]
+        keep_firing_for: f64,
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+        alerts: Vec<ApiAlert>,
+        #[serde(flatten)]
+        health: ApiHealth,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+    Recording {
+        name: String,
+        query: String,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
+        #[serde(flatten)]
+        health: ApiHealth,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
 }
 
-fn rule_json(kind: &RuleKind, h: &RuleHealth) -> serde_json::Value {
-    let mut v = serde_json::Map::new();
+/// Health, error and timing of a rule.
+#[derive(Serialize)]
+struct ApiHealth {
+    health: &'static str,
+    #[serde(rename = "lastError", skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(rename = "evaluationTime", serialize_with = "go_float")]
+    evaluation_time: f64,
+    #[serde(rename = "lastEvaluation")]
+    last_evaluation: String,
+}
+
+/// A group as `/api/v1/rules` shows it.
+#[derive(Serialize)]
+struct ApiGroup {
+    name: String,
+    file: String,
+    rules: Vec<ApiRule>,
+    #[serde(serialize_with = "go_float")]
+    interval: f64,
+    limit: usize,
+    #[serde(rename = "evaluationTime", serialize_with = "go_float")]
+    evaluation_time: f64,
+    #[serde(rename = "lastEvaluation")]
+    last_evaluation: String,
+}
+
+fn api_health(h: &RuleHealth) -> ApiHealth {
+    ApiHealth {
+        health: h.health(),
+        last_error: h.last_error.clone(),
+        evaluation_time: h.eval_seconds,
+        last_evaluation: time_or_zero(h.last_eval_ms),
+    }
+}
+
+fn api_rule(kind: &RuleKind, h: &RuleHealth) -> ApiRule {
     match kind {
-        RuleKind::Alerting(a) => {
-            v.insert("state".into(), a.state().as_str().into());
-            v.insert("name".into(), a.name.clone().into());
-            v.insert("query".into(), query_text(&a.expr).into());
-            v.insert("duration".into(), (a.hold_ms as f64 / 1000.0).into());
-            v.insert("keepFiringFor".into(), (a.keep_firing_for_ms as f64 / 1000.0).into());
-            v.insert("labels".into(), serde_json::json!(a.labels));
-            v.insert("annotations".into(), serde_json::json!(a.annotations));
-            let alerts: Vec<_> = a
+        RuleKind::Alerting(a) => ApiRule::Alerting {
+            state: a.state().as_str(),
+            name: a.name.clone(),
+            query: query_text(&a.expr),
+            duration: a.hold_ms as f64 / 1000.0,
+            keep_firing_for: a.keep_firing_for_ms as f64 / 1000.0,
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            alerts: a
                 .active
                 .values()
                 .filter(|al| al.state != AlertState::Inactive)
                 .map(api_alert)
-                .collect();
-            v.insert("alerts".into(), serde_json::json!(alerts));
-            health_fields(h, &mut v);
-            v.insert("type".into(), "alerting".into());
-        }
-        RuleKind::Recording(r) => {
-            v.insert("name".into(), r.name.clone().into());
-            v.insert("query".into(), query_text(&r.expr).into());
-            if !r.labels.is_empty() {
-                v.insert("labels".into(), serde_json::json!(r.labels));
-            }
-            health_fields(h, &mut v);
-            v.insert("type".into(), "recording".into());
-        }
+                .collect(),
+            health: api_health(h),
+            kind: "alerting",
+        },
+        RuleKind::Recording(r) => ApiRule::Recording {
+            name: r.name.clone(),
+            query: query_text(&r.expr),
+            labels: r.labels.clone(),
+            health: api_health(h),
+            kind: "recording",
+        },
     }
-    serde_json::Value::Object(v)
 }
 
 /// Relays to the leader unless this node is it, none is known, or the
@@ -159,32 +222,33 @@ pub async fn rules(State(node): State<AppState>, RawQuery(q): RawQuery, headers:
             return ApiError::bad_data(format!("invalid type parameter {other:?}: use alert or record")).into_response()
         }
     };
-    let groups: Vec<serde_json::Value> = node
+    let groups: Vec<ApiGroup> = node
         .rules
         .groups()
         .iter()
-        .map(|g| {
-            let rules: Vec<_> = g
+        .map(|g| ApiGroup {
+            name: g.name.clone(),
+            file: g.file.clone(),
+            rules: g
                 .rules
                 .iter()
                 .filter(|r| match r.kind {
                     RuleKind::Alerting(_) => alerts,
                     RuleKind::Recording(_) => records,
                 })
-                .map(|r| rule_json(&r.kind, &r.health))
-                .collect();
-            serde_json::json!({
-                "name": g.name,
-                "file": g.file,
-                "rules": rules,
-                "interval": g.interval_ms as f64 / 1000.0,
-                "limit": g.limit,
-                "evaluationTime": g.eval_seconds,
-                "lastEvaluation": time_or_zero(g.last_eval_ms),
-            })
+                .map(|r| api_rule(&r.kind, &r.health))
+                .collect(),
+            interval: g.interval_ms as f64 / 1000.0,
+            limit: g.limit,
+            evaluation_time: g.eval_seconds,
+            last_evaluation: time_or_zero(g.last_eval_ms),
         })
         .collect();
-    success(serde_json::json!({ "groups": groups }), &[])
+    #[derive(Serialize)]
+    struct Groups {
+        groups: Vec<ApiGroup>,
+    }
+    success(Groups { groups }, &[])
 }
 
 /// `GET /api/v1/alerts`: pending and firing alerts.
@@ -194,19 +258,37 @@ pub async fn alerts(State(node): State<AppState>, RawQuery(q): RawQuery, headers
     }
     let groups = node.rules.groups();
     let alerts: Vec<ApiAlert> = groups.iter().flat_map(active_alerts).map(api_alert).collect();
-    success(serde_json::json!({ "alerts": alerts }), &[])
+    #[derive(Serialize)]
+    struct Alerts {
+        alerts: Vec<ApiAlert>,
+    }
+    success(Alerts { alerts }, &[])
 }
 
 /// `GET /api/v1/alertmanagers`: where alerts go (the same on every node).
 pub async fn alertmanagers(State(node): State<AppState>) -> Response {
-    let active: Vec<_> = node
+    #[derive(Serialize)]
+    struct Am {
+        url: String,
+    }
+    #[derive(Serialize)]
+    struct Ams {
+        #[serde(rename = "activeAlertmanagers")]
+        active: Vec<Am>,
+        #[serde(rename = "droppedAlertmanagers")]
+        dropped: Vec<Am>,
+    }
+    let active = node
         .notifier
         .alertmanagers()
         .into_iter()
-        .map(|url| serde_json::json!({ "url": url }))
+        .map(|url| Am { url })
         .collect();
     success(
-        serde_json::json!({ "activeAlertmanagers": active, "droppedAlertmanagers": [] }),
+        Ams {
+            active,
+            dropped: Vec::new(),
+        },
         &[],
     )
 }
@@ -227,5 +309,26 @@ mod tests {
             assert_eq!(go_float_e(v), want);
         }
         assert_eq!(time_or_zero(None), GO_ZERO_TIME);
+    }
+
+    #[test]
+    fn rules_serialize_with_prometheus_keys_in_its_order() {
+        let f = crate::rules::file::RuleFile::parse(
+            "r.yml",
+            "groups: [{name: g, rules: [{record: 'x:one', expr: 'vector(1)', labels: {a: b}}, \
+             {alert: A, expr: 'vector(1) > 0', for: 1h, labels: {severity: page}}]}]",
+        )
+        .expect("valid");
+        let g = Group::new("r.yml", &f.groups[0], 1000);
+        let rec = serde_json::to_string(&api_rule(&g.rules[0].kind, &g.rules[0].health)).expect("json");
+        assert_eq!(
+            rec,
+            r#"{"name":"x:one","query":"vector(1)","labels":{"a":"b"},"health":"unknown","evaluationTime":0,"lastEvaluation":"0001-01-01T00:00:00Z","type":"recording"}"#
+        );
+        let alert = serde_json::to_string(&api_rule(&g.rules[1].kind, &g.rules[1].health)).expect("json");
+        assert_eq!(
+            alert,
+            r#"{"state":"inactive","name":"A","query":"vector(1) > 0","duration":3600,"keepFiringFor":0,"labels":{"severity":"page"},"annotations":{},"alerts":[],"health":"unknown","evaluationTime":0,"lastEvaluation":"0001-01-01T00:00:00Z","type":"alerting"}"#
+        );
     }
 }

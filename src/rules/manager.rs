@@ -74,6 +74,8 @@ pub struct RuleManager {
     current: parking_lot::RwLock<Vec<Arc<parking_lot::Mutex<Group>>>>,
     /// Bumped at every reload, so running evaluators restart on new rules.
     generation: AtomicU64,
+    /// Whether the last reload of the rule files succeeded.
+    last_reload_ok: std::sync::atomic::AtomicBool,
     counters: RuleCounters,
 }
 
@@ -90,6 +92,7 @@ impl RuleManager {
             defs: parking_lot::RwLock::new(defs),
             current: parking_lot::RwLock::new(Vec::new()),
             generation: AtomicU64::new(0),
+            last_reload_ok: std::sync::atomic::AtomicBool::new(true),
             counters: RuleCounters::default(),
         }))
     }
@@ -98,7 +101,9 @@ impl RuleManager {
     /// When anything changed, a running evaluator restarts with fresh groups, which restore their
     /// alerts from `ALERTS_FOR_STATE` as after a failover.
     pub fn reload(&self, settings: RulesSettings) -> Result<(), RuleFileError> {
-        let defs = load_all(&settings.rule_files)?;
+        let loaded = load_all(&settings.rule_files);
+        self.last_reload_ok.store(loaded.is_ok(), Ordering::Relaxed);
+        let defs = loaded?;
         if *self.defs.read() == defs && *self.settings.read() == settings {
             // Unchanged: the evaluator goes on with its state.
             return Ok(());

@@ -102,27 +102,30 @@ pub fn alertmanager_urls(c: Option<&LoadedConfig>) -> Vec<String> {
 }
 
 /// Applies every reload of the configuration to the rules and the
-/// notifier, and re-reads Alertmanager file SD files between reloads.
-/// Ends when the node drops its configuration state.
+/// notifier (the node applied the one in force at its start), and re-reads
+/// Alertmanager file SD files between reloads. Ends when the node drops
+/// its configuration state.
 pub async fn follow(
     mut rx: tokio::sync::watch::Receiver<Option<Arc<LoadedConfig>>>,
     rules: Arc<RuleManager>,
     notifier: Arc<Notifier>,
     external_url: String,
 ) {
+    rx.borrow_and_update();
     loop {
-        let current = rx.borrow_and_update().clone();
-        notifier.set_options(notifier_options(current.as_deref()));
-        notifier.set_alertmanagers(&alertmanager_urls(current.as_deref()));
-        let settings = rules_settings(current.as_deref(), &external_url);
-        if let Err(e) = rules.reload(settings) {
-            tracing::error!(error = %e, "rule files refused on reload; keeping the rules in force");
-        }
-        loop {
-            match tokio::time::timeout(FILE_SD_REFRESH_MAX, rx.changed()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(_)) => return,
-                Err(_) => notifier.set_alertmanagers(&alertmanager_urls(current.as_deref())),
+        match tokio::time::timeout(FILE_SD_REFRESH_MAX, rx.changed()).await {
+            Ok(Err(_)) => return,
+            Ok(Ok(())) => {
+                let current = rx.borrow_and_update().clone();
+                notifier.set_options(notifier_options(current.as_deref()));
+                notifier.set_alertmanagers(&alertmanager_urls(current.as_deref()));
+                if let Err(e) = rules.reload(rules_settings(current.as_deref(), &external_url)) {
+                    tracing::error!(error = %e, "rule files refused on reload; keeping the rules in force");
+                }
+            }
+            Err(_) => {
+                let current = rx.borrow().clone();
+                notifier.set_alertmanagers(&alertmanager_urls(current.as_deref()));
             }
         }
     }
