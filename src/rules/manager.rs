@@ -186,6 +186,17 @@ impl RuleManager {
             "Rule groups loaded.",
             self.defs.read().len() as f64,
         );
+        let ok = if self.last_reload_ok.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        };
+        gauge(
+            out,
+            "promraft_rule_files_last_reload_successful",
+            "1 if the rule files were read without error at the last (re)load, else 0 (the previous rules stay).",
+            ok,
+        );
     }
 }
 
