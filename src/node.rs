@@ -268,10 +268,7 @@ impl Node {
         let leader_lost = LeaderLost::new();
         let handover = HandoverGate::default();
         let router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost, &handover);
-        let loaded = promcfg.current();
-        let rules = RuleManager::load(rules_settings(loaded.as_deref(), &external_url(&config)))?;
-        let notifier = Notifier::new(notifier_options(loaded.as_deref()));
-        notifier.set_alertmanagers(&alertmanager_urls(loaded.as_deref()));
+        let (rules, notifier) = rules_and_notifier(&config, &promcfg)?;
         let node = Arc::new(Node {
             rules,
             notifier,
@@ -612,6 +609,19 @@ fn router(
         handover: handover.clone(),
         leader_contact: LeaderContact::default(),
     }
+}
+
+/// The rules and the notifier as the Prometheus configuration in force
+/// sets them up (`rules::settings`).
+fn rules_and_notifier(
+    config: &Config,
+    promcfg: &PromConfigState,
+) -> Result<(Arc<RuleManager>, Arc<Notifier>), StartError> {
+    let loaded = promcfg.current();
+    let rules = RuleManager::load(rules_settings(loaded.as_deref(), &external_url(config)))?;
+    let notifier = Notifier::new(notifier_options(loaded.as_deref()));
+    notifier.set_alertmanagers(&alertmanager_urls(loaded.as_deref()));
+    Ok((rules, notifier))
 }
 
 /// The URL alerts link back to (`generatorURL`): this node's HTTP address.

@@ -193,7 +193,7 @@ fn a_reload_applies_new_rules_and_a_bad_rule_file_keeps_the_old_ones() {
         "the refusal in /metrics",
         STEP_TIMEOUT,
         || match common::cluster::node_metric(&laddr, "promraft_rule_files_last_reload_successful")? {
-            v if v == 0.0 => Ok(()),
+            0.0 => Ok(()),
             v => Err(format!("promraft_rule_files_last_reload_successful {v}")),
         },
     );
