@@ -13,9 +13,11 @@
 //! |---|---|
 //! | `cli` | every module |
 //! | `bench` | every module |
-//! | `api` | `node`, `web`, `backup`, `scrape`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `config`, `metrics`, `prompb` |
+//! | `api` | `node`, `web`, `backup`, `scrape`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `config`, `metrics`, `prompb` |
 //! | `web` | nothing |
-//! | `node` | `backup`, `scrape`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `node` | `backup`, `scrape`, `rules`, `notifier`, `cluster`, `raft`, `promql`, `promcfg`, `tsdb`, `kv`, `config`, `metrics`, `threads` |
+//! | `rules` | `notifier`, `promcfg`, `cluster`, `promql`, `tsdb`, `config`, `metrics` |
+//! | `notifier` | `metrics` |
 //! | `backup` | `raft`, `tsdb`, `kv`, `prompb`, `client` |
 //! | `scrape` | `cluster`, `promcfg`, `tsdb`, `config` |
 //! | `cluster` | `raft`, `tsdb`, `config`, `metrics` |
@@ -57,6 +59,11 @@
 //! - [`raft`]: openraft's type configuration, the log entry payload, the log
 //!   store, the state machine that applies entries to the TSDB and turns
 //!   checkpoints into snapshots, and the peer network.
+//! - [`rules`]: recording and alerting rules: rule files, templates, the
+//!   alert state machine, and the leader duty that evaluates every group
+//!   and writes its results through the log.
+//! - [`notifier`]: sends alerts to Alertmanager (v2 API): bounded queue,
+//!   batches, retries, external labels and alert relabeling.
 //! - [`promql`]: the PromQL evaluator over the TSDB (parsing by the
 //!   `promql-parser` crate).
 //! - [`promcfg`]: the Prometheus configuration file (`--prometheus-config`):
@@ -95,10 +102,12 @@ pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod notifier;
 pub mod promcfg;
 pub mod prompb;
 pub mod promql;
 pub mod raft;
+pub mod rules;
 pub mod scrape;
 #[cfg(feature = "sim-bugs")]
 pub mod sim_bugs;

@@ -152,6 +152,8 @@ enum BenchCmd {
     Write(promraft::bench::write::WriteBenchArgs),
     /// Time PromQL queries against any Prometheus-compatible HTTP API.
     Query(promraft::bench::query::QueryBenchArgs),
+    /// Time one evaluation of a group of many recording rules, in-process.
+    Rules(promraft::bench::rules::RulesBenchArgs),
 }
 
 /// Defaults < file (`--config`, else `$PROMRAFT_CONFIG`) < `PROMRAFT_*`
@@ -363,6 +365,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench(BenchCmd::Head(a)) => {
             promraft::bench::head::run(&a);
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Rules(a)) => {
+            promraft::bench::rules::run(&a);
             Ok(())
         }
         Cmd::Bench(BenchCmd::Query(a)) => rt.block_on(async {

@@ -124,6 +124,9 @@ pub struct Metrics {
     pub leader_changes: AtomicU64,
     /// Queries that failed on a limit.
     pub queries_limited: AtomicU64,
+    /// When this node last finished a backup (ms since the epoch; 0: none
+    /// since it started).
+    pub backup_last_success_ms: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -137,6 +140,7 @@ impl Default for Metrics {
             commit_latency: Histogram::new(&LATENCY_BUCKETS),
             leader_changes: AtomicU64::new(0),
             queries_limited: AtomicU64::new(0),
+            backup_last_success_ms: AtomicU64::new(0),
         }
     }
 }
@@ -210,6 +214,19 @@ impl Metrics {
             "Queries refused or stopped by a limit.",
             self.queries_limited.load(Ordering::Relaxed),
         );
+        gauge(
+            out,
+            "promraft_backup_last_success_timestamp_seconds",
+            "When this node last finished a backup (0: none since it started).",
+            self.backup_last_success_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        );
+    }
+
+    /// Records a finished backup.
+    pub fn backup_succeeded(&self) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.backup_last_success_ms
+            .store(u64::try_from(now_ms).unwrap_or(0), Ordering::Relaxed);
     }
 }
 

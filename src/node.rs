@@ -23,6 +23,7 @@ use crate::cluster::routing::{LeaderLost, Router};
 use crate::config::Config;
 use crate::kv::{Kv, SledKv, SledOptions};
 use crate::metrics::Metrics;
+use crate::notifier::Notifier;
 use crate::promcfg::PromConfigState;
 use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::state_machine::{Applied, SharedHaReplicas, StateMachine};
@@ -35,6 +36,9 @@ use crate::raft::transport::server::{
 };
 use crate::raft::transport::tls::{serve_tls, RaftTls, TlsConnector, TlsFiles};
 use crate::raft::{Command, NodeInfo, Raft};
+use crate::rules::manager::{Evaluator, RuleManager};
+use crate::rules::querier::DbQuerier;
+use crate::rules::settings::{alertmanager_urls, notifier_options, rules_settings};
 use crate::threads::Placement;
 use crate::tsdb::{Db, HeadOptions};
 
@@ -84,6 +88,9 @@ pub enum StartError {
     /// Raft failed to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
+    /// A rule file was refused.
+    #[error("rules: {0}")]
+    Rules(#[from] crate::rules::file::RuleFileError),
     /// The Prometheus configuration file was refused.
     #[error(transparent)]
     PromConfig(#[from] crate::promcfg::PromConfigError),
@@ -128,6 +135,10 @@ pub struct Node {
     stop_rpc: tokio::sync::watch::Sender<bool>,
     /// Query slots (`query.concurrency_max`).
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Recording and alerting rules (evaluated while this node leads).
+    pub rules: Arc<RuleManager>,
+    /// Sends alerts to Alertmanager.
+    pub notifier: Arc<Notifier>,
     /// The Prometheus configuration file in force (`--prometheus-config`).
     pub promcfg: Arc<PromConfigState>,
     /// Targets and their last scrapes (`scrape`).
@@ -267,7 +278,10 @@ impl Node {
             let gate = HaDedup::new(cfg, ha_replicas.clone(), raft.clone(), router.commit_timeout);
             Arc::new(gate)
         });
+        let (rules, notifier) = rules_and_notifier(&config, &promcfg)?;
         let node = Arc::new(Node {
+            rules,
+            notifier,
             me: me.clone(),
             peers,
             router,
@@ -413,6 +427,7 @@ impl Node {
     }
 
     fn spawn_duties(self: &Arc<Self>) {
+        self.spawn_rules();
         // Periodic checkpoints: bound the log replay after a crash.
         let node = Arc::downgrade(self);
         let every = self.config.storage.checkpoint_interval;
@@ -474,6 +489,29 @@ impl Node {
                 }
             }
         });
+    }
+
+    /// Rule evaluation (a leader duty: `rules::manager`) and the
+    /// notifier's sender.
+    fn spawn_rules(&self) {
+        let ev = Evaluator {
+            manager: self.rules.clone(),
+            router: self.router.clone(),
+            querier: DbQuerier {
+                db: self.db.clone(),
+                engine: self.engine.clone(),
+                samples_max: self.config.query.samples_max,
+            },
+            notifier: self.notifier.clone(),
+        };
+        tokio::spawn(crate::rules::manager::run(ev));
+        tokio::spawn(Notifier::run(Arc::downgrade(&self.notifier), reqwest::Client::new()));
+        tokio::spawn(crate::rules::settings::follow(
+            self.promcfg.subscribe(),
+            self.rules.clone(),
+            self.notifier.clone(),
+            external_url(&self.config),
+        ));
     }
 
     /// When this node last lost sight of a leader; `None` while it knows one.
@@ -590,6 +628,24 @@ fn router(
         leader_contact: LeaderContact::default(),
         ha: None,
     }
+}
+
+/// The rules and the notifier as the Prometheus configuration in force
+/// sets them up (`rules::settings`).
+fn rules_and_notifier(
+    config: &Config,
+    promcfg: &PromConfigState,
+) -> Result<(Arc<RuleManager>, Arc<Notifier>), StartError> {
+    let loaded = promcfg.current();
+    let rules = RuleManager::load(rules_settings(loaded.as_deref(), &external_url(config)))?;
+    let notifier = Notifier::new(notifier_options(loaded.as_deref()));
+    notifier.set_alertmanagers(&alertmanager_urls(loaded.as_deref()));
+    Ok((rules, notifier))
+}
+
+/// The URL alerts link back to (`generatorURL`): this node's HTTP address.
+fn external_url(config: &Config) -> String {
+    format!("http://{}", config.http_addr)
 }
 
 /// The PromQL engine with the configured query limits.
@@ -727,5 +783,93 @@ impl ForwardedWrites for LeaderWrites {
 
     fn relays(&self) -> bool {
         self.0.handover.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tsdb::{AppendRequest, Matcher, SeriesSamples};
+
+    /// Samples of the series named `name` in the replica.
+    fn stored(node: &Node, name: &str) -> Vec<(crate::tsdb::labels::Labels, Vec<(i64, f64)>)> {
+        node.db
+            .select(&[Matcher::equal("__name__", name)], 0, i64::MAX, 1_000_000)
+            .expect("select")
+            .into_iter()
+            .map(|s| (s.labels, s.samples))
+            .collect()
+    }
+
+    async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The whole rule path on one real node: the leader duty evaluates,
+    /// the results come back through the log into the replica, the alert
+    /// goes pending then firing with `ALERTS_FOR_STATE` = activeAt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_leader_evaluates_rules_and_writes_results_through_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rules = dir.path().join("rules.yml");
+        std::fs::write(
+            &rules,
+            "groups: [{name: g, interval: 1s, rules: [{record: 'x:sum', expr: 'sum(x)'}, {alert: X, expr: 'sum(x) > 1', for: 2s}]}]",
+        )
+        .expect("write rules");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            raft_addr: format!("127.0.0.1:{port}"),
+            ..Config::default()
+        };
+        let node = Node::start(config, Placement::Current).await.expect("node starts");
+        node.rules
+            .reload(crate::rules::manager::RulesSettings {
+                rule_files: vec![rules],
+                evaluation_interval: Duration::from_secs(1),
+                ..crate::rules::manager::RulesSettings::default()
+            })
+            .expect("rules load");
+        wait_for("leadership", || node.raft.is_leader().then_some(())).await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let req = AppendRequest {
+            series: vec![SeriesSamples {
+                labels: crate::tsdb::labels::Labels::from_pairs([("__name__", "x"), ("a", "1")]),
+                samples: vec![(now, 5.0)],
+            }],
+            metadata: Vec::new(),
+        };
+        crate::cluster::routing::write(&node.router, req).await.expect("write");
+        let rec = wait_for("x:sum", || stored(&node, "x:sum").into_iter().next()).await;
+        assert_eq!(rec.1[0].1, 5.0);
+        let firing = wait_for("a firing ALERTS sample", || {
+            stored(&node, "ALERTS")
+                .into_iter()
+                .find(|(l, _)| l.get("alertstate") == "firing")
+        })
+        .await;
+        let fired_ms = firing.1[0].0;
+        let for_state = stored(&node, "ALERTS_FOR_STATE");
+        let active_s = for_state[0].1[0].1;
+        assert_eq!(
+            fired_ms,
+            (active_s * 1000.0) as i64 + 2000,
+            "fired `for` after activeAt, on the grid"
+        );
+        let groups = node.rules.groups();
+        assert_eq!(groups[0].rules[0].health.health(), "ok");
+        assert!(node.rules.evaluating());
+        node.shutdown().await;
     }
 }

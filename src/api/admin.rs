@@ -109,14 +109,14 @@ pub async fn backup(State(node): State<AppState>) -> Response {
     };
     let index = prepared.header.applied_index;
     let (mut w, body) = streamed_body();
+    let metrics = node.metrics.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         match prepared.write_to(&mut w, None) {
-            Ok(_) => {
-                if let Err(e) = w.flush() {
-                    tracing::warn!(error = %e, "backup stream not finished");
-                }
-            }
+            Ok(_) => match w.flush() {
+                Ok(()) => metrics.backup_succeeded(),
+                Err(e) => tracing::warn!(error = %e, "backup stream not finished"),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "backup stream failed");
                 w.fail(e.to_string());
@@ -156,14 +156,18 @@ pub async fn snapshot(State(node): State<AppState>) -> Response {
         .into_response();
     };
     match crate::backup::source::snapshot_to_dir(&node.backup_source()).await {
-        Ok(name) => success(SnapshotOut { name }, &[]),
+        Ok(name) => {
+            node.metrics.backup_succeeded();
+            success(SnapshotOut { name }, &[])
+        }
         Err(e) => backup_error(e).into_response(),
     }
 }
 
 /// Relays a request to the leader's HTTP API when this node is not it.
-async fn relay_to_leader(
+pub(super) async fn relay_to_leader(
     node: &AppState,
+    method: reqwest::Method,
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -190,7 +194,7 @@ async fn relay_to_leader(
         Some(q) => format!("{scheme}://{addr}{path}?{q}"),
         None => format!("{scheme}://{addr}{path}"),
     };
-    let mut req = client.post(&url).body(body.clone());
+    let mut req = client.request(method, &url).body(body.clone());
     if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         req = req.header("Content-Type", ct);
     }
@@ -229,7 +233,15 @@ pub async fn delete_series(
         if end < start {
             return Err(ApiError::bad_data("end timestamp must not be before start time"));
         }
-        if let Some(r) = relay_to_leader(&node, "/api/v1/admin/tsdb/delete_series", q.as_deref(), &headers, &body).await
+        if let Some(r) = relay_to_leader(
+            &node,
+            reqwest::Method::POST,
+            "/api/v1/admin/tsdb/delete_series",
+            q.as_deref(),
+            &headers,
+            &body,
+        )
+        .await
         {
             return Ok(r);
         }

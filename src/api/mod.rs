@@ -17,6 +17,7 @@ pub mod query;
 pub mod read;
 pub mod remote_read;
 pub mod remote_write;
+pub mod rules;
 pub mod status;
 pub mod targets;
 pub mod write;
@@ -316,6 +317,9 @@ pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
         .route("/api/v1/labels", get(read::labels).post(read::labels))
         .route("/api/v1/label/{name}/values", get(read::label_values))
         .route("/api/v1/metadata", get(read::metadata))
+        .route("/api/v1/rules", get(rules::rules))
+        .route("/api/v1/alerts", get(rules::alerts))
+        .route("/api/v1/alertmanagers", get(rules::alertmanagers))
         .route("/api/v1/status/buildinfo", get(status::buildinfo))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/digest", get(status::digest))

@@ -5,7 +5,6 @@
 //! synchronous), at most `query.concurrency_max` at once; a query waiting
 //! longer than its timeout for a slot fails with 503 like a timeout.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -15,40 +14,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::params::Params;
 use super::{success, success_raw, ApiError, AppState};
-use crate::promql::{self, QueryError, QueryOpts, SeriesSamples, Storage, StorageError};
-use crate::tsdb::{Db, Matcher};
+use crate::promql::{self, QueryError, QueryOpts};
 
 /// Most points a range query may return per series, as in Prometheus.
 pub const RANGE_POINTS_MAX: i64 = 11_000;
 
-/// The TSDB seen through the engine's storage interface.
-pub struct TsdbStorage {
-    /// The replica.
-    pub db: Arc<Db>,
-    /// Most samples one query may load.
-    pub samples_max: usize,
-}
-
-impl Storage for TsdbStorage {
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StorageError> {
-        let series = self
-            .db
-            .select(matchers, mint, maxt, self.samples_max)
-            .map_err(|e| match e {
-                crate::tsdb::Error::TooManySamples { limit } => StorageError::too_many_samples(format!(
-                    "query execution (the limit is {limit} samples; narrow the selector or the time range)"
-                )),
-                e => StorageError::new(e.to_string()),
-            })?;
-        Ok(series
-            .into_iter()
-            .map(|s| SeriesSamples {
-                labels: s.labels,
-                samples: s.samples,
-            })
-            .collect())
-    }
-}
+pub use crate::promql::TsdbStorage;
 
 fn query_error(e: QueryError) -> ApiError {
     let (status, t) = match e.error_type() {

@@ -148,6 +148,8 @@ pub async fn metrics(State(node): State<AppState>) -> Response {
     node.metrics.render(&mut out);
     node.web.render_metrics(&mut out);
     crate::cluster::ha_dedup::render_metrics(&mut out, &node.ha_replicas, node.router.ha.as_deref());
+    node.rules.render_metrics(&mut out);
+    node.notifier.render_metrics(&mut out);
     super::promconfig::render_metrics(&mut out, &node);
     process_metrics(&mut out, &node);
     (

@@ -43,7 +43,7 @@ pub mod value;
 use std::time::Duration;
 
 pub use engine::Engine;
-pub use storage::{MemStorage, SeriesSamples, Storage, StorageError};
+pub use storage::{MemStorage, SeriesSamples, Storage, StorageError, TsdbStorage};
 pub use value::{QueryResult, Sample, Series, Value};
 
 /// Default lookback of instant selectors: 5 minutes, as in Prometheus.

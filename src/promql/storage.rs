@@ -2,7 +2,9 @@
 //!
 //! This file owns the [`Storage`] trait the engine reads through, the
 //! [`SeriesSamples`] it returns, and [`MemStorage`], a simple in-memory
-//! implementation for tests and the conformance suite. It must not know
+//! implementation for tests and the conformance suite, and [`TsdbStorage`],
+//! the local replica (the query API and rule evaluation read through it).
+//! It must not know
 //! anything about query evaluation: the engine asks for raw samples in a
 //! closed time range and does all windowing itself.
 
@@ -132,6 +134,35 @@ impl Storage for MemStorage {
             }
         }
         Ok(out)
+    }
+}
+
+/// The TSDB seen through the engine's storage interface.
+pub struct TsdbStorage {
+    /// The replica.
+    pub db: std::sync::Arc<crate::tsdb::Db>,
+    /// Most samples one query may load.
+    pub samples_max: usize,
+}
+
+impl Storage for TsdbStorage {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StorageError> {
+        let series = self
+            .db
+            .select(matchers, mint, maxt, self.samples_max)
+            .map_err(|e| match e {
+                crate::tsdb::Error::TooManySamples { limit } => StorageError::too_many_samples(format!(
+                    "query execution (the limit is {limit} samples; narrow the selector or the time range)"
+                )),
+                e => StorageError::new(e.to_string()),
+            })?;
+        Ok(series
+            .into_iter()
+            .map(|s| SeriesSamples {
+                labels: s.labels,
+                samples: s.samples,
+            })
+            .collect())
     }
 }
 

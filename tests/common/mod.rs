@@ -997,4 +997,5 @@ pub fn parse_vector(result: &Value) -> BTreeMap<LabelSet, (i64, f64)> {
     out
 }
 pub mod cluster;
+pub mod rules;
 pub mod tls;
