@@ -261,10 +261,7 @@ impl Node {
             .on_raft(Raft::new(config.node_id, Arc::new(rc), network, log.clone(), sm))
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let me = NodeInfo {
-            raft_addr: config.raft_addr.clone(),
-            http_addr: config.http_addr.clone(),
-        };
+        let me = node_info(&config);
         let initialized = initialize_alone(&raft, &config, &me).await?;
 
         let metrics = Arc::new(Metrics::default());
@@ -274,10 +271,7 @@ impl Node {
         let leader_lost = LeaderLost::new();
         let handover = HandoverGate::default();
         let mut router = router(&config, &raft, &batcher, &peers, &applied_rx, &leader_lost, &handover);
-        router.ha = config.ha_dedup.clone().map(|cfg| {
-            let gate = HaDedup::new(cfg, ha_replicas.clone(), raft.clone(), router.commit_timeout);
-            Arc::new(gate)
-        });
+        router.ha = ha_gate(&config, &ha_replicas, &raft, router.commit_timeout);
         let (rules, notifier) = rules_and_notifier(&config, &promcfg)?;
         let node = Arc::new(Node {
             rules,
@@ -310,9 +304,6 @@ impl Node {
             node.spawn_bootstrap();
         }
         node.spawn_duties();
-        // The leader scrapes (DESIGN decision 13); every node computes the
-        // targets for the API.
-        crate::scrape::spawn(node.router.clone(), node.promcfg.clone(), node.scrape.clone());
         Ok(node)
     }
 
@@ -427,6 +418,9 @@ impl Node {
     }
 
     fn spawn_duties(self: &Arc<Self>) {
+        // The leader scrapes (DESIGN decision 13); every node computes the
+        // targets for the API.
+        crate::scrape::spawn(self.router.clone(), self.promcfg.clone(), self.scrape.clone());
         self.spawn_rules();
         // Periodic checkpoints: bound the log replay after a crash.
         let node = Arc::downgrade(self);
@@ -600,6 +594,20 @@ fn log_handover(me: u64, outcome: &HandoverOutcome) {
             "leadership handover did not complete; stopping anyway (the others elect a leader)"
         ),
     }
+}
+
+/// How other nodes reach this one.
+fn node_info(config: &Config) -> NodeInfo {
+    NodeInfo {
+        raft_addr: config.raft_addr.clone(),
+        http_addr: config.http_addr.clone(),
+    }
+}
+
+/// The leader's HA-pair dedup, when `ha_dedup` is configured.
+fn ha_gate(config: &Config, state: &SharedHaReplicas, raft: &Raft, commit_timeout: Duration) -> Option<Arc<HaDedup>> {
+    let cfg = config.ha_dedup.clone()?;
+    Some(Arc::new(HaDedup::new(cfg, state.clone(), raft.clone(), commit_timeout)))
 }
 
 /// The narrow handle that routes writes to the leader and applies read

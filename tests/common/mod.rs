@@ -401,7 +401,7 @@ pub fn peer(program: &str, test: &str) -> Option<PathBuf> {
     assert!(
         !required,
         "{program} is not on PATH and PROMRAFT_REQUIRE_PEERS=1 requires it (Debian: apt-get install prometheus \
-         prometheus-node-exporter)"
+         prometheus-node-exporter prometheus-alertmanager)"
     );
     eprintln!("SKIPPED {test}: {program} is not on PATH (set PROMRAFT_REQUIRE_PEERS=1 to make this a failure)");
     None
