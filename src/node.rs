@@ -353,6 +353,23 @@ impl Node {
         &self.config.web
     }
 
+    /// `storage.retention`.
+    pub fn storage_retention(&self) -> Duration {
+        self.config.storage.retention
+    }
+
+    /// The configuration in force as `/api/v1/status/flags` shows
+    /// Prometheus's flags: each option's dotted name (`storage.retention`)
+    /// and its value as text (durations as `15d`, lists comma-separated,
+    /// unset options empty).
+    pub fn flags(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(v) = serde_json::to_value(&self.config) {
+            flatten_flags("", &v, &mut out);
+        }
+        out
+    }
+
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.config.node_id
@@ -418,10 +435,15 @@ impl Node {
     }
 
     fn spawn_duties(self: &Arc<Self>) {
-        // The leader scrapes (DESIGN decision 13); every node computes the
-        // targets for the API.
-        crate::scrape::spawn(self.router.clone(), self.promcfg.clone(), self.scrape.clone());
-        self.spawn_rules();
+        // Scraping and rules exist only with a Prometheus configuration
+        // (a reload re-reads the same file, so a node started without one
+        // never gets one): without it, none of their timers run.
+        if self.promcfg.current().is_some() {
+            // The leader scrapes (DESIGN decision 13); every node computes
+            // the targets for the API.
+            crate::scrape::spawn(self.router.clone(), self.promcfg.clone(), self.scrape.clone());
+            self.spawn_rules();
+        }
         // Periodic checkpoints: bound the log replay after a crash.
         let node = Arc::downgrade(self);
         let every = self.config.storage.checkpoint_interval;
@@ -594,6 +616,33 @@ fn log_handover(me: u64, outcome: &HandoverOutcome) {
             "leadership handover did not complete; stopping anyway (the others elect a leader)"
         ),
     }
+}
+
+/// Writes `v`'s leaves into `out` under dotted names below `prefix`.
+fn flatten_flags(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    use serde_json::Value;
+    let text = match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_flags(&name, v, out);
+            }
+            return;
+        }
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    out.insert(prefix.to_string(), text);
 }
 
 /// How other nodes reach this one.

@@ -530,6 +530,46 @@ fn buildinfo_has_the_documented_fields() {
 }
 
 #[test]
+fn flags_and_runtimeinfo_show_the_configuration_in_force() {
+    let f = Fixture::start();
+    let before = now_ms();
+    let flags = envelope(&f.node.get("/api/v1/status/flags", &[]), "flags");
+    let data = &flags["data"];
+    assert!(
+        data.as_object().is_some_and(|m| m.values().all(Value::is_string)),
+        "flags are strings: {flags}"
+    );
+    assert_eq!(data["storage.retention"], "15d", "{flags}");
+    assert_eq!(data["web.enable_admin_api"], "true", "the harness turns it on: {flags}");
+    assert_eq!(data["node_id"], "1", "{flags}");
+    assert_eq!(data["web_config_file"], "", "unset is empty: {flags}");
+    let info = envelope(&f.node.get("/api/v1/status/runtimeinfo", &[]), "runtimeinfo");
+    let d = &info["data"];
+    for key in [
+        "startTime",
+        "CWD",
+        "lastConfigTime",
+        "GOGC",
+        "GODEBUG",
+        "storageRetention",
+    ] {
+        assert!(d[key].is_string(), "runtimeinfo should have a string {key:?}: {info}");
+    }
+    for key in ["corruptionCount", "goroutineCount", "GOMAXPROCS"] {
+        assert!(d[key].is_u64(), "runtimeinfo should have a number {key:?}: {info}");
+    }
+    assert_eq!(d["reloadConfigSuccess"], true, "{info}");
+    assert_eq!(d["storageRetention"], "15d", "{info}");
+    let started = chrono::DateTime::parse_from_rfc3339(d["startTime"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("startTime is RFC 3339: {e}: {info}"));
+    assert!(
+        started.timestamp_millis() <= before,
+        "started before the request: {info}"
+    );
+    assert!(d["goroutineCount"].as_u64() > Some(0), "{info}");
+}
+
+#[test]
 fn every_response_names_the_node_and_its_applied_index() {
     let f = Fixture::start();
     let index = |r: &HttpResponse, what: &str| -> u64 {

@@ -321,6 +321,8 @@ pub fn router(node: Arc<Node>, web: Arc<WebState>) -> Router {
         .route("/api/v1/alerts", get(rules::alerts))
         .route("/api/v1/alertmanagers", get(rules::alertmanagers))
         .route("/api/v1/status/buildinfo", get(status::buildinfo))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/digest", get(status::digest))
         .route("/api/v1/status/cluster", get(cluster::status))

@@ -51,6 +51,41 @@ pub async fn buildinfo() -> Response {
     )
 }
 
+/// `GET /api/v1/status/flags`: this node's configuration in force, each
+/// option by its dotted name (promraft's options stand in for Prometheus's
+/// command-line flags; most are set in the `--config` file).
+pub async fn flags(State(node): State<AppState>) -> Response {
+    success(node.flags(), &[])
+}
+
+/// `GET /api/v1/status/runtimeinfo`: Prometheus's fields, with the Go
+/// runtime's counterparts of this process: tokio's live tasks for
+/// `goroutineCount`, the cores it may use for `GOMAXPROCS`.
+pub async fn runtimeinfo(State(node): State<AppState>) -> Response {
+    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = chrono::Utc::now();
+    let started = now - chrono::Duration::from_std(node.started.elapsed()).unwrap_or_default();
+    let reloaded = chrono::DateTime::from_timestamp(node.promcfg.last_success_timestamp_s(), 0)
+        .filter(|_| node.promcfg.current().is_some())
+        .unwrap_or(started);
+    success(
+        json!({
+            "startTime": time(started),
+            "CWD": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            "reloadConfigSuccess": node.promcfg.last_reload_successful(),
+            "lastConfigTime": time(reloaded),
+            "corruptionCount": 0,
+            "goroutineCount": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            "GOMAXPROCS": std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            "GOMEMLIMIT": i64::MAX,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": crate::config::format_duration(node.storage_retention()),
+        }),
+        &[],
+    )
+}
+
 #[derive(Serialize)]
 struct NameValue {
     name: String,
