@@ -885,19 +885,20 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // Rules run only on a node with a Prometheus configuration.
+        let prometheus = dir.path().join("prometheus.yml");
+        let prometheus_yml = format!(
+            "global: {{evaluation_interval: 1s}}\nrule_files: [{:?}]\n",
+            rules.display().to_string()
+        );
+        std::fs::write(&prometheus, prometheus_yml).expect("write prometheus.yml");
         let config = Config {
             data_dir: dir.path().join("data"),
             raft_addr: format!("127.0.0.1:{port}"),
+            prometheus_config: Some(prometheus),
             ..Config::default()
         };
         let node = Node::start(config, Placement::Current).await.expect("node starts");
-        node.rules
-            .reload(crate::rules::manager::RulesSettings {
-                rule_files: vec![rules],
-                evaluation_interval: Duration::from_secs(1),
-                ..crate::rules::manager::RulesSettings::default()
-            })
-            .expect("rules load");
         wait_for("leadership", || node.raft.is_leader().then_some(())).await;
         let now = chrono::Utc::now().timestamp_millis();
         let req = AppendRequest {
