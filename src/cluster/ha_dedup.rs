@@ -120,6 +120,11 @@ enum Verdict {
     Refuse,
 }
 
+/// Where `cluster`'s `replica` is among the decided keys.
+fn position(decided: &[((String, String), Verdict)], cluster: &str, replica: &str) -> Option<usize> {
+    decided.iter().position(|((c, r), _)| c == cluster && r == replica)
+}
+
 /// Rounds of decide-then-elect for one replica before giving up: a
 /// conditional election lost to a concurrent one is decided again once.
 const ELECTION_ROUNDS_MAX: usize = 3;
@@ -175,10 +180,10 @@ impl HaDedup {
     }
 
     /// The HA cluster and replica a series belongs to, if it has both labels.
-    fn key_of(&self, s: &SeriesSamples) -> Option<(String, String)> {
+    fn key_of<'a>(&self, s: &'a SeriesSamples) -> Option<(&'a str, &'a str)> {
         let cluster = s.labels.get(&self.cfg.cluster_label);
         let replica = s.labels.get(&self.cfg.replica_label);
-        (!cluster.is_empty() && !replica.is_empty()).then(|| (cluster.to_string(), replica.to_string()))
+        (!cluster.is_empty() && !replica.is_empty()).then_some((cluster, replica))
     }
 
     /// Sorts `req`'s series by what their replica's decision says. Elects
@@ -188,10 +193,10 @@ impl HaDedup {
         // A request comes from one sender, so nearly always one key.
         let mut decided: Vec<((String, String), Verdict)> = Vec::with_capacity(1);
         for s in &req.series {
-            if let Some(k) = self.key_of(s) {
-                if !decided.iter().any(|(d, _)| *d == k) {
-                    let d = self.decide_electing(&k.0, &k.1).await?;
-                    decided.push((k, d));
+            if let Some((cluster, replica)) = self.key_of(s) {
+                if position(&decided, cluster, replica).is_none() {
+                    let d = self.decide_electing(cluster, replica).await?;
+                    decided.push(((cluster.to_string(), replica.to_string()), d));
                 }
             }
         }
@@ -207,40 +212,45 @@ impl HaDedup {
             },
             ..Admitted::default()
         };
+        // Samples dropped per decided key, added to the metrics once.
+        let mut dropped = vec![0u64; decided.len()];
         for mut s in req.series {
-            let Some(k) = self.key_of(&s) else {
+            // `admit` decided every key of the request.
+            let Some(i) = self.key_of(&s).and_then(|(c, r)| position(decided, c, r)) else {
                 out.req.series.push(s);
                 continue;
             };
-            // `admit` decided every key of the request.
-            let verdict = decided
-                .iter()
-                .find(|(d, _)| *d == k)
-                .map_or(&Verdict::Accept, |(_, v)| v);
+            let ((cluster, replica), verdict) = &decided[i];
             match verdict {
                 Verdict::Accept => {
                     s.labels.remove(&self.cfg.replica_label);
                     out.req.series.push(s);
                 }
                 Verdict::Drop(elected) => {
-                    out.dropped += s.samples.len() as u64;
-                    *self.dropped.lock().entry(k.0.clone()).or_default() += s.samples.len() as u64;
+                    dropped[i] += s.samples.len() as u64;
                     out.note.get_or_insert_with(|| {
                         format!(
-                            "replica {:?} of HA cluster {:?} is not elected ({elected:?} is); its samples were dropped",
-                            k.1, k.0
+                            "replica {replica:?} of HA cluster {cluster:?} is not elected ({elected:?} is); \
+                             its samples were dropped"
                         )
                     });
                 }
                 Verdict::Refuse => {
                     out.refused.get_or_insert_with(|| {
                         format!(
-                            "too many HA clusters: {}={:?} would be one more than the limit of {} \
+                            "too many HA clusters: {}={cluster:?} would be one more than the limit of {} \
                              (ha_dedup.clusters_max); its samples were refused",
-                            self.cfg.cluster_label, k.0, self.cfg.clusters_max
+                            self.cfg.cluster_label, self.cfg.clusters_max
                         )
                     });
                 }
+            }
+        }
+        out.dropped = dropped.iter().sum();
+        if out.dropped > 0 {
+            let mut per_cluster = self.dropped.lock();
+            for (((cluster, _), _), n) in decided.iter().zip(dropped).filter(|(_, n)| *n > 0) {
+                *per_cluster.entry(cluster.clone()).or_default() += n;
             }
         }
         out
